@@ -1,0 +1,18 @@
+from spikefit.datasets.connectivity_dataset import ConnectivityDataset
+from spikefit.datasets.generators import (
+    ConnectivityGenerator,
+    MexicanHatGenerator,
+    NormalGenerator,
+    UniformGenerator,
+)
+from spikefit.datasets.graph import dense_to_graph, graph_to_dense
+
+__all__ = [
+    "ConnectivityDataset",
+    "ConnectivityGenerator",
+    "NormalGenerator",
+    "UniformGenerator",
+    "MexicanHatGenerator",
+    "dense_to_graph",
+    "graph_to_dense",
+]

@@ -1,0 +1,269 @@
+"""Base class of all spikefit models: input → non-linearity → spike emission on a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch_geometric.data import Data
+from torch_geometric.nn import MessagePassing
+
+from spikefit.models.engine import (
+    SpikeEvents,
+    collect,
+    history_blocks,
+    reference_history_blocks,
+)
+
+
+class BaseModel(MessagePassing):
+    r"""Base class for networks of stochastic spiking neurons.
+
+    A step from time :math:`t` to :math:`t+1` has three stages, each a method:
+
+    #. :meth:`input`: :math:`g_i(t+1)` from the spike history (the ``state`` window
+       [N, T], oldest column first), the background and the stimulus :math:`\mathcal{E}_i(t+1)`;
+    #. :meth:`non_linearity`: the expected spike count (or probability) per step;
+    #. :meth:`emit_spikes`: a draw from the emission distribution.
+
+    Built-in models have separable kernels: an edge :math:`j \to i` carries
+    :math:`r \, (W_0)_{ji} \, c(\tau)` and neuron :math:`i` feels its own spikes through
+    :math:`\mathrm{ref}_i(\tau)`. They describe them with :meth:`coupling_kernel` and
+    :meth:`self_kernel` (lag order, :math:`\tau = 0` first); :meth:`connectivity_filter` and
+    the fast :meth:`simulate` are built from these. A user model that overrides :meth:`input`
+    or :meth:`connectivity_filter` simulates on the reference per-step path.
+
+    Parameters registered with ``tunable=True`` are ``nn.Parameter``\ s (calibration and
+    likelihood fits may change them); the rest are buffers. All random draws come from the
+    model's own ``torch.Generator``.
+    """
+
+    def __init__(self, rng: torch.Generator | None = None) -> None:
+        super().__init__(aggr="add")
+        self._rng = rng if rng is not None else torch.Generator()
+        self.stimulus: Callable | None = None
+
+    # ------------------------------------------------------------------ parameters
+    def _register(self, name: str, value: float | torch.Tensor, tunable: bool = False,
+                  dtype: torch.dtype = torch.float32) -> None:
+        """Registers ``value`` as a parameter (``tunable``) or a buffer, checking it is finite."""
+        tensor = torch.as_tensor(value, dtype=dtype).clone()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{type(self).__name__}: '{name}' must be finite, got {value!r}")
+        if tunable:
+            self.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
+        else:
+            self.register_buffer(name, tensor)
+
+    @property
+    def tunable_parameters(self) -> dict[str, nn.Parameter]:
+        """The model's (and its stimulus's) parameters by name."""
+        return dict(self.named_parameters())
+
+    # ------------------------------------------------------------------ kernels
+    @property
+    def window(self) -> int:
+        """Length T of the spike history window, in steps."""
+        return int(self.T)
+
+    def coupling_kernel(self) -> torch.Tensor:
+        r"""Coupling kernel :math:`c(\tau)`, :math:`\tau = 0..T-1` [T] (lag order)."""
+        return torch.ones(1, device=self.dt.device)
+
+    def self_kernel(self) -> torch.Tensor | None:
+        r"""Self (refractory) kernel :math:`\mathrm{ref}(\tau)`, [T] or [N, T], or ``None``."""
+        return None
+
+    def recurrence(self) -> torch.Tensor:
+        """Scale r of the coupling input (1 if the model has none)."""
+        return getattr(self, "r", torch.ones((), device=self.dt.device))
+
+    def background_input(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """Background input, broadcastable to ``shape`` [..., N] (default: b, or 0)."""
+        return getattr(self, "b", torch.zeros((), device=self.dt.device))
+
+    hazard = None
+    """Optional ``hazard(input) -> -log(1 - p)`` of binary models: the fast engine then
+    samples by time rescaling (one random draw per spike) instead of :meth:`emit_spikes`."""
+
+    def connectivity_filter(self, W0: torch.Tensor, edge_index: torch.Tensor,
+                            num_nodes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Edge kernels, flipped in time.
+
+        .. math::
+            W[e, k] = (W_0)_e \, c(T-1-k), \qquad W[(i,i), k] = \mathrm{ref}_i(T-1-k)
+
+        Column T-1 is lag 0. Models with a self kernel append one self-edge per neuron after
+        the coupling edges, so row e < E still belongs to ``W0[e]``.
+
+        Returns:
+            ``(W [E', T], edge_index [2, E'])``.
+        """
+        check_graph(edge_index, W0, num_nodes)
+        W = W0.unsqueeze(1) * self.coupling_kernel().flip(0)
+        ref = self.self_kernel()
+        if ref is None:
+            return W, edge_index
+        n = num_nodes if num_nodes is not None else int(edge_index.max()) + 1
+        nodes = torch.arange(n, device=edge_index.device)
+        W_self = ref.flip(-1).expand(n, -1)
+        return torch.cat([W, W_self]), torch.cat([edge_index, torch.stack([nodes, nodes])], 1)
+
+    # ------------------------------------------------------------------ the three stages
+    def synaptic_input(self, edge_index: torch.Tensor, W: torch.Tensor,
+                       state: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_{e: post(e)=i} \sum_k W[e,k] \, state[pre(e), k]` [N]."""
+        return self.propagate(edge_index, W=W, state=state, size=(state.shape[0],) * 2).squeeze(-1)
+
+    def message(self, state_j: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        return (state_j * W).sum(dim=1, keepdim=True)
+
+    def coupled_input(self, edge_index: torch.Tensor, W: torch.Tensor,
+                      state: torch.Tensor) -> torch.Tensor:
+        """Synaptic input with r scaling the coupling edges and not the self edges [N]."""
+        is_self = (edge_index[0] == edge_index[1]).unsqueeze(1)
+        scaled = torch.where(is_self, W, self.recurrence() * W)
+        return self.synaptic_input(edge_index, scaled, state)
+
+    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
+              t: int = -1) -> torch.Tensor:
+        r""":math:`g_i(t+1) = r\sum_j\sum_\tau (W_0)_{ji} X_j(t-\tau) c(\tau) +
+        \sum_\tau \mathrm{ref}(\tau) X_i(t-\tau) + b_i + \mathcal{E}_i(t+1)` [N]."""
+        background = self.background_input((state.shape[0],))
+        return self.coupled_input(edge_index, W, state) + background + self.stimulus_input(t)
+
+    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
+        return input
+
+    def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
+                t: int = -1) -> torch.Tensor:
+        """Spikes at time t+1 from the ``state`` window [N, T] ending at time t."""
+        return self.emit_spikes(self.non_linearity(self.input(edge_index, W, state, t)))
+
+    # ------------------------------------------------------------------ stimulus
+    def add_stimulus(self, stimulus: Callable) -> None:
+        """Adds an external input E(t); an ``nn.Module`` becomes submodule ``stimulus``."""
+        if not callable(stimulus):
+            raise TypeError(f"the stimulus must be callable (a function of the time step), "
+                            f"got {type(stimulus).__name__}")
+        self._modules.pop("stimulus", None)
+        self.__dict__.pop("stimulus", None)
+        self.stimulus = stimulus
+
+    def stimulus_input(self, t: int | torch.Tensor) -> torch.Tensor:
+        """E(t) for the current network batch: [N], or [N, len(t)] for a tensor of times."""
+        if self.stimulus is None:
+            return torch.zeros((), device=self.dt.device)
+        return torch.as_tensor(self.stimulus(t), dtype=torch.float32, device=self.dt.device)
+
+    def stimulus_block(self, times: torch.Tensor, n_neurons: int) -> torch.Tensor:
+        """E at every time in ``times`` [L] as [L, N] (zero without a stimulus)."""
+        if self.stimulus is None:
+            return torch.zeros(len(times), n_neurons, device=times.device)
+        values = self.stimulus_input(times)
+        if values.shape == (n_neurons, len(times)):
+            return values.t()
+        return torch.stack([self.stimulus_input(int(t)).expand(n_neurons) for t in times])
+
+    # ------------------------------------------------------------------ simulation
+    fast_blocks = staticmethod(history_blocks)
+    reference_blocks = staticmethod(reference_history_blocks)
+
+    @property
+    def is_separable(self) -> bool:
+        """Whether the fast engine applies: the input stage is the built-in separable one."""
+        cls = type(self)
+        return all(getattr(cls, name).__module__.startswith("spikefit.models")
+                   for name in ("input", "connectivity_filter"))
+
+    def generator(self, device: torch.device, seed: int | None = None) -> torch.Generator:
+        """The model's generator on ``device``, reseeded when ``seed`` is given."""
+        if self._rng.device != torch.device(device):
+            self._rng = torch.Generator(device=device).manual_seed(self._rng.initial_seed())
+        if seed is not None:
+            self._rng.manual_seed(seed)
+        return self._rng
+
+    def simulate(self, data: Data, n_steps: int, seed: int | None = None,
+                 equilibration_steps: int = 100, store_as_dtype: torch.dtype = torch.uint8,
+                 n_trials: int = 1, verbose: bool = True, engine: str = "fast",
+                 as_events: bool = False) -> torch.Tensor | SpikeEvents:
+        """Simulates ``n_steps`` steps of the network(s) in ``data``.
+
+        Args:
+            data: a network or a PyG batch of networks (``edge_index``, ``W0``, ``num_nodes``).
+            n_steps: recorded steps; column k received stimulus E(k).
+            seed: seeds the model's generator (same seed, same spikes on the same device).
+            equilibration_steps: steps run first (at times < 0) and not returned.
+            store_as_dtype: dtype of the returned raster.
+            n_trials: independent trials, simulated together as a batch dimension.
+            verbose: progress bar.
+            engine: ``"fast"`` (separable kernels, sparse spikes) or ``"reference"``
+                (the per-step :meth:`forward` on a state window, as the seed simulator).
+            as_events: return :class:`SpikeEvents` (spike times) instead of the dense raster,
+                so long runs never hold the raster in memory.
+
+        Returns:
+            spikes [N, n_steps] (or [N, n_steps, n_trials]) or :class:`SpikeEvents`.
+        """
+        if engine not in ("fast", "reference"):
+            raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
+        if n_steps < 1 or n_trials < 1 or equilibration_steps < 0:
+            raise ValueError("n_steps and n_trials must be ≥ 1 and equilibration_steps ≥ 0")
+        check_graph(data.edge_index, data.W0, data.num_nodes)
+        self.check_stimulus(data.num_nodes)
+        fast = engine == "fast" and self.is_separable
+        with torch.no_grad():
+            run = self.fast_blocks if fast else self.reference_blocks
+            blocks = run(
+                self, data, n_steps, generator=self.generator(data.W0.device, seed),
+                n_trials=n_trials, equilibration_steps=equilibration_steps, verbose=verbose)
+            result = collect(blocks, data.num_nodes, n_steps, n_trials,
+                                    store_as_dtype, as_events, float(self.dt))
+        if getattr(self.stimulus, "n_batches", 1) > 1:
+            self.stimulus.next_batch()
+        return result
+
+    def check_stimulus(self, num_nodes: int) -> None:
+        """Raises if the stimulus's current batch does not have ``num_nodes`` neurons."""
+        n = getattr(self.stimulus, "n_neurons", None)
+        if n is not None and int(n) != num_nodes:
+            raise ValueError(
+                f"the stimulus's batch {self.stimulus.current_batch} covers {int(n)} neurons "
+                f"but the network batch has {num_nodes}; give the stimulus one mask per "
+                f"network and the same batch_size as the DataLoader")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Saves the state dict (parameters, buffers, stimulus) to ``path``."""
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Loads a state dict saved by :meth:`save` (tensors only, no code runs)."""
+        state = torch.load(path, weights_only=True, map_location=self.dt.device)
+        for name, parameter in self.named_parameters():
+            if name in state and parameter.shape != state[name].shape:
+                parameter.data = torch.empty_like(state[name])  # e.g. a fitted per-neuron value
+        self.load_state_dict(state)
+
+
+def check_graph(edge_index: torch.Tensor, W0: torch.Tensor, num_nodes: int | None) -> None:
+    """Raises ValueError for an ill-shaped graph, non-finite weights or self-loops."""
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}")
+    if W0.dim() != 1 or W0.shape[0] != edge_index.shape[1]:
+        raise ValueError(f"W0 must have shape [E] = [{edge_index.shape[1]}] (one weight per "
+                         f"edge), got {list(W0.shape)}")
+    if not torch.isfinite(W0).all():
+        raise ValueError("W0 contains NaN or infinite weights")
+    if num_nodes is not None and edge_index.numel() and int(edge_index.max()) >= num_nodes:
+        raise ValueError(f"edge_index refers to neuron {int(edge_index.max())} but num_nodes "
+                         f"is {num_nodes}")
+    if (edge_index[0] == edge_index[1]).any():
+        raise ValueError("the graph has self-loops (edges i→i); self-coupling is the model's "
+                         "refractory kernel: drop the diagonal of W0")

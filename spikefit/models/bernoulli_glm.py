@@ -1,0 +1,102 @@
+"""Bernoulli GLM with refractoriness (Lepperød et al., causal connectivity from optogenetics)."""
+
+from __future__ import annotations
+
+import torch
+
+from spikefit.models.base_model import BaseModel
+
+
+class BernoulliGLM(BaseModel):
+    r"""Bernoulli generalised linear model with a logistic link.
+
+    .. math::
+        g_i(t+1) &= \sum_{\tau=0}^{T-1} \mathrm{ref}(\tau) X_i(t-\tau)
+                    + r \sum_{\tau=0}^{T-1} \sum_j (W_0)_{ji} X_j(t-\tau) c(\tau)
+                    + \mathcal{E}_i(t+1) \\
+        p_i(t+1) &= \sigma(g_i(t+1) - \theta) \, \Delta t \\
+        X_i(t+1) &\sim \mathrm{Bernoulli}(p_i(t+1))
+
+    with the coupling kernel :math:`c(\tau) = e^{-|\alpha| \Delta t \tau}` for
+    :math:`\tau < c_w` (else 0) and the refractory kernel
+    :math:`\mathrm{ref}(\tau) = a` for :math:`\tau < A`,
+    :math:`\rho \, e^{-|\beta| (\tau - A) \Delta t}` for :math:`A \le \tau < A + R`, 0 after.
+    r scales the coupling only, never the refractory term. T = max(c_w, A + R).
+
+    Args:
+        theta: threshold θ (tunable).
+        dt: step Δt in ms; must keep p ≤ 1, i.e. Δt ≤ 1.
+        coupling_window: c_w, in steps.
+        alpha: coupling decay rate α in 1/ms (tunable).
+        abs_ref_scale: absolute refractory period A, in steps.
+        abs_ref_strength: input a during the absolute refractory period.
+        rel_ref_scale: relative refractory period R, in steps.
+        rel_ref_strength: initial input ρ of the relative refractory period (tunable).
+        beta: refractory decay rate β in 1/ms (tunable).
+        r: recurrence scale (tunable).
+        rng: generator for the Bernoulli draws.
+    """
+
+    def __init__(self, theta: float, dt: float, coupling_window: int, alpha: float,
+                 abs_ref_scale: int, abs_ref_strength: float, rel_ref_scale: int,
+                 rel_ref_strength: float, beta: float, r: float,
+                 rng: torch.Generator | None = None) -> None:
+        super().__init__(rng)
+        if not 0 < dt <= 1:
+            raise ValueError(f"BernoulliGLM: dt = {dt} ms gives p = sigmoid(g - theta)·dt "
+                             f"above 1; dt must be in (0, 1] ms")
+        for name, value in (("coupling_window", coupling_window),
+                            ("abs_ref_scale", abs_ref_scale), ("rel_ref_scale", rel_ref_scale)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"BernoulliGLM: {name} must be a whole number of steps ≥ 0, "
+                                 f"got {value}")
+        window = max(coupling_window, abs_ref_scale + rel_ref_scale)
+        if window < 1:
+            raise ValueError("BernoulliGLM: coupling_window or the refractory period must be ≥ 1")
+        self._register("T", window, dtype=torch.int64)
+        self._register("dt", dt)
+        self._register("coupling_window", coupling_window, dtype=torch.int64)
+        self._register("abs_ref_scale", abs_ref_scale, dtype=torch.int64)
+        self._register("rel_ref_scale", rel_ref_scale, dtype=torch.int64)
+        self._register("abs_ref_strength", abs_ref_strength)
+        self._register("theta", theta, tunable=True)
+        self._register("r", r, tunable=True)
+        self._register("alpha", alpha, tunable=True)
+        self._register("beta", beta, tunable=True)
+        self._register("rel_ref_strength", rel_ref_strength, tunable=True)
+
+    def coupling_kernel(self) -> torch.Tensor:
+        lag = torch.arange(self.window, device=self.dt.device)
+        return torch.exp(-self.alpha.abs() * self.dt * lag) * (lag < self.coupling_window)
+
+    def self_kernel(self) -> torch.Tensor:
+        lag = torch.arange(self.window, device=self.dt.device)
+        A, R = self.abs_ref_scale, self.rel_ref_scale
+        relative = (self.rel_ref_strength.unsqueeze(-1)
+                    * torch.exp(-self.beta.abs().unsqueeze(-1) * (lag - A) * self.dt))
+        return torch.where(lag < A, self.abs_ref_strength, relative * (lag < A + R))
+
+    def background_input(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros((), device=self.dt.device)
+
+    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
+              t: int = -1) -> torch.Tensor:
+        r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E', T]."""
+        return self.coupled_input(edge_index, W, state) + self.stimulus_input(t)
+
+    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
+        r""":math:`p = \sigma(g - \theta)\,\Delta t`."""
+        return torch.sigmoid(input - self.theta) * self.dt
+
+    def emit_spikes(self, probabilities: torch.Tensor) -> torch.Tensor:
+        r""":math:`X \sim \mathrm{Bernoulli}(p)` (0./1. floats)."""
+        return torch.bernoulli(probabilities, generator=self._rng)
+
+    def hazard(self, input: torch.Tensor) -> torch.Tensor:
+        r"""Hazard :math:`h = -\log(1 - p)` of firing in a step; the engine fires a neuron when
+        its accumulated hazard since its last spike passes an Exp(1) draw, which is exactly
+        Bernoulli(p) per step and needs a random number per spike, not per neuron-step.
+        With Δt = 1, :math:`h = \mathrm{softplus}(g - \theta)`."""
+        if float(self.dt) == 1.0:
+            return torch.nn.functional.softplus(input - self.theta)
+        return torch.log1p(-self.non_linearity(input)).neg_()

@@ -1,0 +1,68 @@
+"""Poisson GLM (Ocker et al., systematic errors in inferred connectivity, section S.7)."""
+
+from __future__ import annotations
+
+import torch
+
+from spikefit.models.base_model import BaseModel
+
+
+class PoissonGLM(BaseModel):
+    r"""Poisson generalised linear model with an exponential link.
+
+    .. math::
+        g_i(t+1) &= r \sum_{\tau=0}^{T-1} \sum_j (W_0)_{ji} X_j(t-\tau) c(\tau)
+                    + b_i + \mathcal{E}_i(t+1) \\
+        \mu_i(t+1) &= \frac{\Delta t}{\alpha} e^{\beta g_i(t+1)} \\
+        X_i(t+1) &\sim \mathrm{Poisson}(\mu_i(t+1))
+
+    with :math:`c(\tau) = e^{-\tau \Delta t / \tau_c}`, :math:`\tau = 0..T-1`. Spikes are
+    integer counts per step.
+
+    Args:
+        alpha: rate scale α (μ = Δt/α · e^{βg}) (tunable).
+        beta: gain β of the exponential (tunable).
+        T: coupling window, in steps.
+        tau: coupling time constant τ_c in ms (tunable).
+        dt: step Δt in ms.
+        r: recurrence scale (tunable).
+        b: background input (tunable).
+        rng: generator for the Poisson draws.
+    """
+
+    def __init__(self, alpha: float, beta: float, T: int, tau: float, dt: float, r: float,
+                 b: float, rng: torch.Generator | None = None) -> None:
+        super().__init__(rng)
+        check_window_and_step("PoissonGLM", T, dt)
+        self._register("T", T, dtype=torch.int64)
+        self._register("dt", dt)
+        self._register("alpha", alpha, tunable=True)
+        self._register("beta", beta, tunable=True)
+        self._register("tau", tau, tunable=True)
+        self._register("r", r, tunable=True)
+        self._register("b", b, tunable=True)
+
+    def coupling_kernel(self) -> torch.Tensor:
+        lag = torch.arange(self.window, device=self.dt.device)
+        return torch.exp(-lag * self.dt / self.tau)
+
+    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
+              t: int = -1) -> torch.Tensor:
+        r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E, T]."""
+        return self.r * self.synaptic_input(edge_index, W, state) + self.b + self.stimulus_input(t)
+
+    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mu = \Delta t / \alpha \cdot e^{\beta g}` (expected count per step)."""
+        return self.dt / self.alpha * torch.exp(self.beta * input)
+
+    def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
+        r""":math:`X \sim \mathrm{Poisson}(\mu)` (integer counts as floats)."""
+        return torch.poisson(rates, generator=self._rng)
+
+
+def check_window_and_step(model: str, window: int, dt: float) -> None:
+    """Raises ValueError unless the window is a whole number of steps ≥ 1 and dt > 0."""
+    if int(window) != window or window < 1:
+        raise ValueError(f"{model}: T must be a whole number of steps ≥ 1, got {window}")
+    if not dt > 0:
+        raise ValueError(f"{model}: dt must be > 0 ms, got {dt}")

@@ -1,0 +1,64 @@
+"""Threshold synaptic-activation model (Ocker et al., the generative model of the paper)."""
+
+from __future__ import annotations
+
+import torch
+
+from spikefit.models.poisson_glm import check_window_and_step
+from spikefit.models.sa_model import SAModel
+
+
+class ThresholdSAM(SAModel):
+    r"""Deterministic-threshold synaptic-activation model with sparse Gaussian background noise.
+
+    .. math::
+        g_i(t+1) &= r \sum_j (W_0)_{ji} s_j(t) + b \, (1 + \xi_i m_i) + \mathcal{E}_i(t+1),
+        \quad \xi_i \sim \mathcal{N}(0, \sigma^2),\ m_i \sim \mathrm{Bernoulli}(\rho) \\
+        X_i(t+1) &= [g_i(t+1) > \theta] \\
+        s_i(t+1) &= s_i(t) (1 - \Delta t / \tau) + X_i(t+1) \Delta t
+
+    with ξ and m drawn afresh every step. The non-linearity is the identity; calibration
+    differentiates through a sigmoid surrogate of the threshold.
+
+    Args:
+        r: recurrence scale (tunable).
+        b: background input (tunable).
+        tau: activation time constant τ in ms.
+        dt: step Δt in ms.
+        sigma: standard deviation σ of the noise.
+        rho: probability ρ that a neuron receives noise in a step.
+        theta: firing threshold θ.
+        rng: generator for the noise.
+    """
+
+    def __init__(self, r: float, b: float, tau: float, dt: float, sigma: float, rho: float,
+                 theta: float, rng: torch.Generator | None = None) -> None:
+        super().__init__(rng)
+        check_window_and_step("ThresholdSAM", 1, dt)
+        if sigma < 0 or not 0 <= rho <= 1:
+            raise ValueError(f"ThresholdSAM: sigma must be ≥ 0 and rho in [0, 1], "
+                             f"got sigma={sigma}, rho={rho}")
+        self._register("T", 1, dtype=torch.int64)
+        self._register("dt", dt)
+        self._register("tau", tau)
+        self._register("sigma", sigma)
+        self._register("rho", rho)
+        self._register("theta", theta)
+        self._register("r", r, tunable=True)
+        self._register("b", b, tunable=True)
+
+    def background_input(self, shape: tuple[int, ...]) -> torch.Tensor:
+        r""":math:`b(1 + \xi m)`, fresh noise of ``shape``."""
+        noise = torch.randn(shape, generator=self._rng, device=self.dt.device) * self.sigma
+        active = torch.rand(shape, generator=self._rng, device=self.dt.device) < self.rho
+        return self.b * (1 + noise * active)
+
+    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
+              t: int = -1) -> torch.Tensor:
+        r""":math:`g_i(t+1)` from the activation ``state`` [N, 1] and ``W`` [E, 1]."""
+        return (self.r * self.synaptic_input(edge_index, W, state)
+                + self.background_input((state.shape[0],)) + self.stimulus_input(t))
+
+    def emit_spikes(self, input: torch.Tensor) -> torch.Tensor:
+        r""":math:`X = [g > \theta]` (0./1. floats)."""
+        return (input > self.theta).float()

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def check_number(
+    name: str, value: float, *, nonnegative: bool = False, positive: bool = False
+) -> float:
+    """Return ``value`` as a float, or raise a ValueError naming ``name`` if it is not
+    finite (or negative / not positive when asked)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"{name} must be positive, got {number}")
+    if nonnegative and number < 0:
+        raise ValueError(f"{name} must be non-negative, got {number}")
+    return number
+
+
+def _mask_list(stimulus_masks: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    if isinstance(stimulus_masks, Tensor):
+        if stimulus_masks.dim() not in (1, 2):
+            raise ValueError(
+                "stimulus_masks must be a 1-D mask, a [n_networks, N] tensor or a list of "
+                f"1-D masks, got a tensor of shape {list(stimulus_masks.shape)}"
+            )
+        masks = [stimulus_masks] if stimulus_masks.dim() == 1 else list(stimulus_masks)
+    else:
+        masks = [torch.as_tensor(mask) for mask in stimulus_masks]
+    if not masks:
+        raise ValueError("stimulus_masks must hold at least one mask")
+    for i, mask in enumerate(masks):
+        if mask.dim() != 1 or mask.numel() == 0:
+            raise ValueError(
+                f"stimulus mask {i} must be a non-empty 1-D tensor, got shape {list(mask.shape)}"
+            )
+    masks = [mask.float() for mask in masks]
+    if not all(bool(mask.isfinite().all()) for mask in masks):
+        raise ValueError("stimulus_masks must hold finite values (bool or 0/1)")
+    return masks
+
+
+class BaseStimulus(nn.Module):
+    r"""Base class of external stimuli :math:`\mathcal{E}_i(t)` that follow the network batches.
+
+    A stimulus is a time course :math:`f(t)` (:meth:`time_course`) applied to the neurons
+    selected by a mask :math:`m_i`:
+
+    .. math::
+        \mathcal{E}_i(t) = f(t) \, m_i
+
+    Masks are given per network, as a 1-D mask (one network), a ``[n_networks, N]`` tensor or a
+    list of 1-D masks (networks may differ in size). Consecutive networks are grouped into
+    batches of ``batch_size``, and the mask of a batch is the concatenation of its networks'
+    masks, matching the node order of a PyG ``DataLoader`` batch of the same networks.
+
+    Args:
+        stimulus_masks (Tensor or list[Tensor]): bool or 0/1 masks of the stimulated neurons.
+        batch_size (int, optional): networks per batch. (default: :obj:`1`)
+    """
+
+    def __init__(self, stimulus_masks: Tensor | Sequence[Tensor], batch_size: int = 1) -> None:
+        super().__init__()
+        masks = _mask_list(stimulus_masks)
+        if not 1 <= batch_size <= len(masks):
+            raise ValueError(
+                f"batch_size must be between 1 and the number of networks ({len(masks)}), "
+                f"got {batch_size}"
+            )
+        self.batch_size = int(batch_size)
+        self.split_sizes = [
+            sum(mask.numel() for mask in masks[i : i + batch_size])
+            for i in range(0, len(masks), batch_size)
+        ]
+        self.register_buffer("concatenated_masks", torch.cat(masks))
+        self._idx = 0
+
+    @property
+    def n_batches(self) -> int:
+        """Number of network batches."""
+        return len(self.split_sizes)
+
+    @property
+    def current_batch(self) -> int:
+        """Index of the batch the stimulus currently applies to."""
+        return self._idx
+
+    @property
+    def stimulus_masks(self) -> tuple[Tensor, ...]:
+        """The float mask of every batch."""
+        return torch.split(self.concatenated_masks, self.split_sizes)
+
+    @property
+    def mask(self) -> Tensor:
+        """Float mask ``[N_batch]`` of the current batch."""
+        return self.stimulus_masks[self._idx]
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of neurons in the current batch."""
+        return self.split_sizes[self._idx]
+
+    def next_batch(self) -> None:
+        """Move on to the next batch (after the last one, back to the first)."""
+        self._idx = (self._idx + 1) % self.n_batches
+
+    def set_batch(self, idx: int) -> None:
+        """Apply the stimulus to batch ``idx``."""
+        if not 0 <= idx < self.n_batches:
+            raise ValueError(f"batch index must be in [0, {self.n_batches}), got {idx}")
+        self._idx = int(idx)
+
+    def reset(self) -> None:
+        """Go back to the first batch."""
+        self._idx = 0
+
+    def time_course(self, t: Tensor) -> Tensor:
+        """Stimulus value :math:`f(t)` at times ``t`` (in steps), same shape as ``t``."""
+        raise NotImplementedError
+
+    def forward(self, t: float | Tensor) -> Tensor:
+        """Stimulus of the current batch at time ``t`` (in steps): ``[N]`` for a scalar time,
+        ``[N, len(t)]`` for a 1-D tensor of times."""
+        mask = self.mask
+        t = torch.as_tensor(t, device=mask.device)
+        if t.dim() > 1:
+            raise ValueError(f"t must be a scalar or a 1-D tensor, got shape {list(t.shape)}")
+        value = self.time_course(t).to(mask.dtype)
+        return value * mask if t.dim() == 0 else mask.unsqueeze(1) * value

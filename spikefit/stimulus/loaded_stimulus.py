@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from spikefit.stimulus.base_stimulus import BaseStimulus
+
+_EXPECTED = "a [N, steps] or [N, steps, n_networks] tensor of finite numbers"
+
+
+def _load(source: str | Path | Tensor) -> Tensor:
+    if isinstance(source, Tensor):
+        name, values = "source", source
+    else:
+        path = Path(source)
+        name = str(path)
+        if path.suffix not in (".pt", ".npy"):
+            raise ValueError(f"{name}: expected a .pt or .npy file holding {_EXPECTED}")
+        try:
+            if path.suffix == ".pt":
+                values = torch.load(path, weights_only=True)
+            else:
+                values = torch.from_numpy(np.load(path, allow_pickle=False))
+        except Exception as error:
+            raise ValueError(f"{name}: could not read {_EXPECTED} ({error})") from None
+    if not isinstance(values, Tensor) or values.is_complex() or values.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected {_EXPECTED}")
+    values = values.float()
+    if values.numel() == 0 or not bool(values.isfinite().all()):
+        raise ValueError(f"{name}: expected {_EXPECTED}, got empty or non-finite values")
+    return values
+
+
+class LoadedStimulus(BaseStimulus):
+    r"""A recorded or planned stimulus, given as a table of values per neuron and step.
+
+    .. math::
+        \mathcal{E}_i(t) = S_{i, t} \quad \text{for } 0 \le t < \text{steps},
+        \qquad 0 \text{ otherwise}
+
+    With a ``[N, steps, n_networks]`` source, each network (all of ``N`` neurons) gets its own
+    table; consecutive networks are grouped into batches of ``batch_size`` as in
+    :class:`BaseStimulus`. Non-integer times are rounded down to their step.
+
+    Args:
+        source (str, Path or Tensor): the table, or a ``.pt`` (tensor, loaded with
+            ``weights_only=True``) or ``.npy`` file holding it.
+        batch_size (int, optional): networks per batch. (default: :obj:`1`)
+    """
+
+    def __init__(self, source: str | Path | Tensor, batch_size: int = 1) -> None:
+        values = _load(source)
+        if values.dim() == 2:
+            values = values.unsqueeze(2)
+        n_neurons, steps, n_networks = values.shape
+        super().__init__(torch.ones(n_networks, n_neurons), batch_size)
+        self.n_steps = steps
+        self.register_buffer("source", values.permute(2, 0, 1).reshape(-1, steps))
+
+    def forward(self, t: float | Tensor) -> Tensor:
+        """Stimulus of the current batch at time ``t`` (in steps): ``[N]`` for a scalar time,
+        ``[N, len(t)]`` for a 1-D tensor of times."""
+        table = torch.split(self.source, self.split_sizes)[self.current_batch]
+        t = torch.as_tensor(t, device=table.device)
+        if t.dim() > 1:
+            raise ValueError(f"t must be a scalar or a 1-D tensor, got shape {list(t.shape)}")
+        step = t.floor().long() if t.is_floating_point() else t.long()
+        inside = (step >= 0) & (step < self.n_steps)
+        return table[:, step.clamp(0, self.n_steps - 1)] * inside

@@ -1,0 +1,305 @@
+"""Model core: kernels, the three stages, emission statistics and the simulation engines."""
+
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from spikefit.datasets import NormalGenerator, dense_to_graph
+from spikefit.models import (
+    BernoulliGLM,
+    PoissonGLM,
+    RectifiedLNP,
+    RectifiedSAM,
+    RunawayActivityError,
+    ThresholdSAM,
+)
+from spikefit.stimulus import RegularStimulus
+
+SEED_GLM = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7, abs_ref_strength=-100,
+                rel_ref_strength=-30, coupling_window=5, theta=5, r=1, dt=1)
+PAPER = {
+    PoissonGLM: dict(alpha=15.9, beta=10, dt=0.1, T=200, tau=10, r=0.025, b=0.001),
+    RectifiedLNP: dict(lambda_0=9.8, theta=-0.002, dt=0.1, T=200, tau=10, r=0.025, b=0.001),
+    RectifiedSAM: dict(lambda_0=1.0861, theta=-0.0137, tau=10, dt=0.1, r=0.025, b=0.001),
+    ThresholdSAM: dict(r=0.025, b=0.001, tau=10, dt=0.1, sigma=0.3, rho=0.07, theta=0.001378),
+}
+
+
+def tiny_graph() -> Data:
+    """0 → 1 (weight 2), 2 → 1 (weight -1), 1 → 0 (weight 0.5)."""
+    return Data(edge_index=torch.tensor([[0, 2, 1], [1, 1, 0]]),
+                W0=torch.tensor([2.0, -1.0, 0.5]), num_nodes=3)
+
+
+def batch_of_networks(n_networks: int = 4, n_neurons: int = 20, seed: int = 0) -> Data:
+    networks = NormalGenerator(n_neurons, mean=0, std=5, glorot=True, seed=seed).generate(
+        n_networks)
+    return next(iter(DataLoader(networks, batch_size=n_networks)))
+
+
+# ---------------------------------------------------------------- kernels and filters
+def test_bernoulli_refractory_kernel_matches_seed_values():
+    ref = BernoulliGLM(**SEED_GLM).self_kernel()
+    expected = [-100, -100, -100, -30, -18.196, -11.036, -6.694, -4.060, -2.463, -1.494]
+    assert ref.tolist() == pytest.approx(expected, abs=1e-3)
+
+
+def test_bernoulli_connectivity_filter_is_flipped_with_self_edges_appended():
+    model = BernoulliGLM(**SEED_GLM)
+    graph = tiny_graph()
+    W, edge_index = model.connectivity_filter(graph.W0, graph.edge_index, 3)
+    assert W.shape == (3 + 3, 10)
+    assert torch.equal(edge_index[:, :3], graph.edge_index)  # W0 stays aligned with its edges
+    assert torch.equal(edge_index[:, 3:], torch.tensor([[0, 1, 2], [0, 1, 2]]))
+    coupling = [math.exp(-0.2 * lag) if lag < 5 else 0.0 for lag in range(10)]
+    assert W[0].tolist() == pytest.approx([2 * c for c in reversed(coupling)], rel=1e-6)
+    assert W[3, -1].item() == -100 and W[3, 0].item() == pytest.approx(-30 * math.exp(-3))
+
+
+@pytest.mark.parametrize("model_class", [PoissonGLM, RectifiedLNP])
+def test_poisson_kernels_decay_with_tau(model_class):
+    model = model_class(**{**PAPER[model_class], "T": 4})
+    graph = tiny_graph()
+    W, edge_index = model.connectivity_filter(graph.W0, graph.edge_index, 3)
+    assert torch.equal(edge_index, graph.edge_index)  # no self-edges
+    assert W[0].tolist() == pytest.approx([2 * math.exp(-lag * 0.1 / 10) for lag in (3, 2, 1, 0)])
+
+
+def test_connectivity_filter_rejects_self_loops_and_nan():
+    model = BernoulliGLM(**SEED_GLM)
+    with pytest.raises(ValueError, match="self-loops"):
+        model.connectivity_filter(torch.ones(2), torch.tensor([[0, 1], [1, 1]]))
+    with pytest.raises(ValueError, match="NaN"):
+        model.connectivity_filter(torch.tensor([1.0, math.nan]), torch.tensor([[0, 1], [1, 0]]))
+    with pytest.raises(ValueError, match=r"shape \[E\]"):
+        model.connectivity_filter(torch.ones(3), torch.tensor([[0, 1], [1, 0]]))
+
+
+# ---------------------------------------------------------------- the three stages by hand
+def test_bernoulli_input_by_hand():
+    model = BernoulliGLM(**{**SEED_GLM, "r": 0.5})
+    graph = tiny_graph()
+    W, edge_index = model.connectivity_filter(graph.W0, graph.edge_index, 3)
+    state = torch.zeros(3, 10)
+    state[0, 9] = 1  # neuron 0 fired at lag 0
+    state[2, 7] = 1  # neuron 2 fired at lag 2
+    state[1, 5] = 1  # neuron 1 itself fired at lag 4
+    g = model.input(edge_index, W, state)
+    c = lambda lag: math.exp(-0.2 * lag)  # noqa: E731
+    expected_0 = -100 + 0.5 * 0.5 * c(4)  # own spike at lag 0; neuron 1's spike at lag 4
+    expected_1 = 0.5 * (2 * c(0) - 1 * c(2)) + (-30 * math.exp(-0.5))  # r scales coupling only
+    expected_2 = -100  # own spike at lag 2, no input edges
+    assert g.tolist() == pytest.approx([expected_0, expected_1, expected_2], rel=1e-6)
+    p = model.non_linearity(g)
+    assert p[1].item() == pytest.approx(1 / (1 + math.exp(-(expected_1 - 5))), rel=1e-6)
+
+
+def test_poisson_glm_input_nonlinearity_by_hand():
+    model = PoissonGLM(alpha=2.0, beta=0.5, T=3, tau=1.0, dt=0.5, r=2.0, b=0.1)
+    graph = tiny_graph()
+    W, edge_index = model.connectivity_filter(graph.W0, graph.edge_index, 3)
+    state = torch.tensor([[0, 0, 2.0], [0, 0, 0], [1.0, 0, 0]])  # counts; lag 0 is column 2
+    g = model.input(edge_index, W, state)
+    expected_1 = 2.0 * (2 * 2 * 1.0 - 1 * math.exp(-2 * 0.5 / 1.0)) + 0.1
+    assert g[1].item() == pytest.approx(expected_1, rel=1e-6)
+    assert model.non_linearity(g)[1].item() == pytest.approx(0.5 / 2.0 * math.exp(0.5 * expected_1))
+
+
+def test_rectified_models_by_hand():
+    lnp = RectifiedLNP(lambda_0=2.0, theta=0.5, T=1, tau=1.0, dt=0.1, r=1.0, b=0.0)
+    assert lnp.non_linearity(torch.tensor([0.2, 1.5])).tolist() == pytest.approx([0.0, 0.2])
+    sam = RectifiedSAM(lambda_0=2.0, theta=0.5, tau=10.0, dt=0.1, r=3.0, b=0.25)
+    graph = tiny_graph()
+    W, edge_index = sam.connectivity_filter(graph.W0, graph.edge_index, 3)
+    activation = torch.tensor([[1.0], [0.0], [2.0]])
+    assert sam.input(edge_index, W, activation)[1].item() == pytest.approx(3 * (2 - 2) + 0.25)
+    updated = sam.update_activation(torch.tensor([[1.0], [0.0], [0.0]]), activation)
+    assert updated.squeeze(1).tolist() == pytest.approx([1 * 0.99 + 0.1, 0.0, 2 * 0.99])
+
+
+# ---------------------------------------------------------------- emission statistics
+def test_bernoulli_emission_mean_and_variance():
+    model = BernoulliGLM(**{**SEED_GLM, "dt": 0.5}, rng=torch.Generator().manual_seed(1))
+    p = torch.full((200_000,), 0.3)
+    x = model.emit_spikes(p)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert x.mean().item() == pytest.approx(0.3, abs=0.005)
+    assert x.var().item() == pytest.approx(0.21, abs=0.005)
+
+
+@pytest.mark.parametrize("model_class", [PoissonGLM, RectifiedLNP, RectifiedSAM])
+def test_poisson_emission_counts(model_class):
+    model = model_class(**PAPER[model_class], rng=torch.Generator().manual_seed(2))
+    x = model.emit_spikes(torch.full((200_000,), 1.7))
+    assert torch.equal(x, x.round())  # integer counts, not counts · dt
+    assert x.mean().item() == pytest.approx(1.7, rel=0.01)
+    assert x.var().item() == pytest.approx(1.7, rel=0.02)
+
+
+def test_threshold_sam_noise_is_sparse_gaussian():
+    model = ThresholdSAM(**{**PAPER[ThresholdSAM], "b": 2.0}, rng=torch.Generator().manual_seed(3))
+    background = model.background_input((400_000,))
+    noisy = background != 2.0
+    assert noisy.float().mean().item() == pytest.approx(0.07, abs=0.002)
+    xi = background[noisy] / 2.0 - 1  # b (1 + ξ) with ξ ~ N(0, σ²), not squared
+    assert xi.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert xi.std().item() == pytest.approx(0.3, rel=0.02)
+    assert model.emit_spikes(torch.tensor([0.001, 0.002])).tolist() == [0.0, 1.0]
+
+
+# ---------------------------------------------------------------- fast engine vs reference
+class ForcedBernoulli(BernoulliGLM):
+    """Replays a given raster and records the inputs the engine computes."""
+
+    hazard = None
+
+    def __init__(self, raster: torch.Tensor) -> None:
+        super().__init__(**{**SEED_GLM, "r": 0.7, "rel_ref_strength": -20})
+        self.raster, self.step, self.inputs = raster, 0, []
+
+    def non_linearity(self, input):
+        self.inputs.append(input.reshape(-1).clone())
+        return input
+
+    def emit_spikes(self, rates):
+        spikes = self.raster[:, self.step].reshape(rates.shape).float()
+        self.step += 1
+        return spikes
+
+
+def test_fast_engine_inputs_equal_reference_inputs():
+    data = batch_of_networks()
+    stimulus = RegularStimulus(strength=3.0, period=7, tau=2, stop=300,
+                               stimulus_masks=torch.arange(80) % 3 == 0)
+    raster = (torch.rand(80, 300, generator=torch.Generator().manual_seed(4)) < 0.1).float()
+    recorded = {}
+    for engine in ("fast", "reference"):
+        model = ForcedBernoulli(raster)
+        model.add_stimulus(stimulus)
+        model.simulate(data, 300, seed=5, equilibration_steps=0, verbose=False, engine=engine)
+        recorded[engine] = torch.stack(model.inputs)
+    assert torch.allclose(recorded["fast"], recorded["reference"], atol=1e-5)
+    assert recorded["fast"].abs().max() > 10  # the comparison covers real inputs
+
+
+def test_fast_engine_matches_spikeometric_inputs_to_float_precision():
+    spikeometric = pytest.importorskip("spikeometric.models")
+    data = batch_of_networks(n_networks=2, n_neurons=30)
+    ours = BernoulliGLM(**SEED_GLM)
+    theirs = spikeometric.BernoulliGLM(**SEED_GLM)
+    W_ours, ei_ours = ours.connectivity_filter(data.W0, data.edge_index, data.num_nodes)
+    W_theirs, ei_theirs = theirs.connectivity_filter(data.W0, data.edge_index)
+    dense = lambda W, ei: torch.zeros(60, 60, 10).index_put_((ei[0], ei[1]), W)  # noqa: E731
+    assert torch.allclose(dense(W_ours, ei_ours), dense(W_theirs, ei_theirs), atol=1e-6)
+    state = (torch.rand(60, 10, generator=torch.Generator().manual_seed(6)) < 0.2).float()
+    g_ours = ours.input(ei_ours, W_ours, state)
+    g_theirs = theirs.input(ei_theirs, W_theirs, state.int())
+    assert torch.allclose(g_ours, g_theirs, atol=1e-5)
+    assert torch.allclose(ours.non_linearity(g_ours), theirs.non_linearity(g_theirs), atol=1e-6)
+
+
+def test_fast_and_reference_firing_statistics_agree():
+    data = batch_of_networks(n_networks=4, n_neurons=50)
+    model = BernoulliGLM(**SEED_GLM)
+    fast = model.simulate(data, 20000, seed=7, verbose=False).float()
+    reference = model.simulate(data, 2000, seed=8, verbose=False, engine="reference").float()
+    rate = fast.mean().item()
+    standard_error = math.sqrt(rate * (1 - rate) / reference.numel()) * 3  # ×3: correlations
+    assert abs(rate - reference.mean().item()) < 4 * standard_error
+    assert 0.003 < rate < 0.02  # the seed example fires at a few Hz
+
+
+@pytest.mark.parametrize("model_class", [RectifiedSAM, ThresholdSAM, PoissonGLM, RectifiedLNP])
+def test_fast_and_reference_agree_for_every_model(model_class):
+    data = batch_of_networks(n_networks=2, n_neurons=20)
+    model = model_class(**{**PAPER[model_class], "T": 20, "r": 0.002} if "T" in PAPER[model_class]
+                        else PAPER[model_class])
+    model.b.data.fill_({PoissonGLM: 0.2, ThresholdSAM: 0.001}.get(model_class, 0.02))
+    fast = model.simulate(data, 1500, seed=1, verbose=False).float().mean().item()
+    reference = model.simulate(data, 1500, seed=2, verbose=False,
+                               engine="reference").float().mean().item()
+    assert fast > 0
+    assert fast == pytest.approx(reference, rel=0.15)
+
+
+def test_same_seed_same_spikes_different_seed_different_spikes():
+    data = batch_of_networks()
+    model = BernoulliGLM(**SEED_GLM)
+    a = model.simulate(data, 500, seed=11, verbose=False)
+    b = model.simulate(data, 500, seed=11, verbose=False)
+    c = model.simulate(data, 500, seed=12, verbose=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_trials_are_independent_and_shaped():
+    data = batch_of_networks()
+    spikes = BernoulliGLM(**SEED_GLM).simulate(data, 300, seed=1, n_trials=3, verbose=False)
+    assert spikes.shape == (80, 300, 3) and spikes.dtype == torch.uint8
+    assert not torch.equal(spikes[..., 0], spikes[..., 1])
+
+
+def test_events_hold_the_same_spikes_as_the_raster():
+    data = batch_of_networks()
+    model = RectifiedLNP(**{**PAPER[RectifiedLNP], "T": 20, "b": 0.02, "r": 0.002})
+    raster = model.simulate(data, 700, seed=3, n_trials=2, verbose=False)
+    events = model.simulate(data, 700, seed=3, n_trials=2, verbose=False, as_events=True)
+    assert torch.equal(events.to_raster(), raster)
+    expected = raster.float().mean(dim=(1, 2)) / 0.1 * 1000
+    assert torch.allclose(events.rates_hz(), expected)
+
+
+def test_stimulus_column_k_receives_stimulus_at_k():
+    graph = dense_to_graph(torch.zeros(4, 4).fill_diagonal_(0) + torch.eye(4).roll(1, 0) * 0.1)
+    stimulus = RegularStimulus(strength=1000.0, period=10, tau=1, stop=60, start=5,
+                               stimulus_masks=torch.tensor([1, 0, 0, 0]))
+    model = BernoulliGLM(**SEED_GLM)
+    model.add_stimulus(stimulus)
+    spikes = model.simulate(graph, 60, seed=0, verbose=False)
+    assert spikes[0, [5, 15, 25, 35, 45, 55]].tolist() == [1] * 6
+
+
+# ---------------------------------------------------------------- bad input and persistence
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="dt"):
+        BernoulliGLM(**{**SEED_GLM, "dt": 2})
+    with pytest.raises(ValueError, match="theta"):
+        BernoulliGLM(**{**SEED_GLM, "theta": math.nan})
+    with pytest.raises(TypeError, match="callable"):
+        BernoulliGLM(**SEED_GLM).add_stimulus(5.0)
+    data = batch_of_networks(n_networks=2)
+    stimulus = RegularStimulus(strength=1.0, period=10, tau=1, stop=10,
+                               stimulus_masks=torch.ones(30, dtype=torch.bool))
+    model = BernoulliGLM(**SEED_GLM)
+    model.add_stimulus(stimulus)
+    with pytest.raises(ValueError, match="covers 30 neurons but the network batch has 40"):
+        model.simulate(data, 10, verbose=False)
+    looped = Data(edge_index=torch.tensor([[0, 1], [0, 0]]), W0=torch.ones(2), num_nodes=2)
+    with pytest.raises(ValueError, match="self-loops"):
+        BernoulliGLM(**SEED_GLM).simulate(looped, 10, verbose=False)
+
+
+def test_runaway_activity_stops_with_a_message():
+    data = batch_of_networks(n_networks=1, n_neurons=20)
+    data.W0 = data.W0.abs() * 50
+    model = PoissonGLM(**{**PAPER[PoissonGLM], "T": 20, "r": 1.0})
+    with pytest.raises(RunawayActivityError, match="exploded"):
+        model.simulate(data, 2000, seed=0, verbose=False)
+
+
+def test_save_load_round_trip_with_per_neuron_parameter(tmp_path):
+    model = BernoulliGLM(**SEED_GLM)
+    model.add_stimulus(RegularStimulus(strength=2.5, period=10, tau=1, stop=10,
+                                       stimulus_masks=torch.ones(3)))
+    model.theta.data = torch.tensor([4.0, 5.0, 6.0])
+    model.save(tmp_path / "model.pt")
+    other = BernoulliGLM(**{**SEED_GLM, "r": 3})
+    other.add_stimulus(RegularStimulus(strength=0.0, period=10, tau=1, stop=10,
+                                       stimulus_masks=torch.ones(3)))
+    other.load(tmp_path / "model.pt")
+    assert other.theta.tolist() == [4.0, 5.0, 6.0] and other.r.item() == 1.0
+    assert other.stimulus.strength.item() == 2.5
+    assert set(other.tunable_parameters) == {"theta", "r", "alpha", "beta", "rel_ref_strength",
+                                             "stimulus.strength"}

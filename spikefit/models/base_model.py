@@ -140,6 +140,42 @@ class BaseModel(MessagePassing):
     def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def input_from_spikes(self, data: Data, spikes: torch.Tensor,
+                          start: int = 0) -> torch.Tensor:
+        r"""Inputs :math:`g(t)` for every step of a given raster, all steps in parallel
+        (teacher forcing): a causal convolution of the spikes with the kernels, one sparse
+        product with :math:`W_0`, then background and stimulus. Differentiable in the
+        model's parameters (not in ``W0``).
+
+        Args:
+            data: the network(s).
+            spikes: [K, N, S] spike counts of steps ``start .. start+S-1``.
+            start: time of the first column (stimulus time).
+
+        Returns:
+            g [K, N, S]: column s is the input of step start+s given the steps before it
+            (spikes before the raster count as silent).
+        """
+        n_trials, n, steps = spikes.shape
+        spikes = spikes.float()
+        padded = torch.nn.functional.pad(spikes, (self.window, 0))
+
+        def causal(kernel: torch.Tensor) -> torch.Tensor:
+            weight = kernel.flip(-1).expand(n, self.window).unsqueeze(1)
+            return torch.nn.functional.conv1d(padded, weight, groups=n)[..., :steps]
+
+        filtered = causal(self.coupling_kernel())
+        post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(), (n, n),
+                                              check_invariants=True)
+        coupled = torch.sparse.mm(post_by_pre, filtered.transpose(0, 1).reshape(n, -1))
+        g = self.recurrence() * coupled.view(n, n_trials, steps).transpose(0, 1)
+        ref = self.self_kernel()
+        if ref is not None:
+            g = g + causal(ref)
+        times = torch.arange(start, start + steps, device=spikes.device)
+        drive = self.stimulus_block(times, n) + self.background_input((n_trials, steps, n))
+        return g + drive.transpose(-1, -2)
+
     def forward(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
                 t: int = -1) -> torch.Tensor:
         """Spikes at time t+1 from the ``state`` window [N, T] ending at time t."""

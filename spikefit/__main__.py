@@ -1,0 +1,3 @@
+from spikefit.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""Lightning tasks: calibration (and, later, likelihood fits)."""
+
+from spikefit.tasks.calibration import RateCalibration
+
+__all__ = ["RateCalibration"]

@@ -17,6 +17,8 @@ from spikefit.models import BaseModel, BernoulliGLM, SAModel
 SEED_INTRODUCTION = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7,
                          abs_ref_strength=-100, rel_ref_strength=-30, coupling_window=5,
                          theta=5, r=1, dt=1)
+#: The default model of the CLI: the seed introduction's BernoulliGLM.
+DEFAULT_MODEL = lazy_instance(BernoulliGLM, **SEED_INTRODUCTION)
 
 
 class RateCalibration(L.LightningModule):
@@ -53,7 +55,7 @@ class RateCalibration(L.LightningModule):
         seed: base seed of all simulations.
     """
 
-    def __init__(self, model: BaseModel = lazy_instance(BernoulliGLM, **SEED_INTRODUCTION),
+    def __init__(self, model: BaseModel = DEFAULT_MODEL,
                  tune: list[str] | None = None, target_rate_hz: float = 10.0,
                  window_steps: int = 500, equilibration_steps: int = 100, n_trials: int = 4,
                  lr: float = 0.05, lr_decay: float = 0.98, tolerance: float = 0.02,

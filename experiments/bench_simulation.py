@@ -30,7 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for seed, case in enumerate(CASES):
         if args.quick:
-            case.n_steps //= 10
+            case = replace(case, n_steps=case.n_steps // 10)
         ref_steps = min(case.n_steps, args.reference_steps or case.n_steps)
         ref_runs = min(case.n_trials, args.reference_trials) if case.n_trials > 1 else 2
         r = run_case(case, make_batch(case, seed), ref_steps, ref_runs)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n({case.name}) {case.n_networks} networks x {case.n_neurons} neurons x "
               f"{case.n_steps} steps x {case.n_trials} trial(s), sparsity {case.sparsity}")
         print(f"  spikefit  {r['fit']:14,.0f} neuron-steps/s  [best of 3 runs]")
-        note = (f"  [EXTRAPOLATED to {case.n_steps} steps x {case.n_trials} trials from the "
+        note = (f"  [EXTRAPOLATED to {case.n_steps} steps x {case.n_trials} trial(s) from the "
                 f"best of {ref_runs} run(s) of {ref_steps} steps x 1 trial]"
                 if r["extrapolated"] else f"  [best of {ref_runs} runs]")
         print(f"  reference {r['ref']:14,.0f} neuron-steps/s{note}")

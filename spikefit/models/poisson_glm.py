@@ -46,10 +46,6 @@ class PoissonGLM(BaseModel):
         lag = torch.arange(self.window, device=self.dt.device)
         return torch.exp(-lag * self.dt / self.tau)
 
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
-        r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E, T]."""
-        return self.r * self.synaptic_input(edge_index, W, state) + self.b + self.stimulus_input(t)
 
     def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
         r""":math:`\mu = \Delta t / \alpha \cdot e^{\beta g}` (expected count per step)."""

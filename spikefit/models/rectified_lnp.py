@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from spikefit.models.base_model import BaseModel
-from spikefit.models.poisson_glm import check_window_and_step
+from spikefit.models.poisson_glm import PoissonGLM, check_window_and_step
 
 
 class RectifiedLNP(BaseModel):
@@ -42,19 +42,10 @@ class RectifiedLNP(BaseModel):
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 
-    def coupling_kernel(self) -> torch.Tensor:
-        lag = torch.arange(self.window, device=self.dt.device)
-        return torch.exp(-lag * self.dt / self.tau)
-
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
-        r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E, T]."""
-        return self.r * self.synaptic_input(edge_index, W, state) + self.b + self.stimulus_input(t)
+    coupling_kernel = PoissonGLM.coupling_kernel
 
     def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
         r""":math:`\mu = \lambda_0 \Delta t [g - \theta]_+` (expected count per step)."""
         return self.lambda_0 * torch.relu(input - self.theta) * self.dt
 
-    def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
-        r""":math:`X \sim \mathrm{Poisson}(\mu)` (integer counts as floats)."""
-        return torch.poisson(rates, generator=self._rng)
+    emit_spikes = PoissonGLM.emit_spikes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from spikefit.models.poisson_glm import check_window_and_step
+from spikefit.models.rectified_lnp import RectifiedLNP
 from spikefit.models.sa_model import SAModel
 
 
@@ -39,15 +40,5 @@ class RectifiedSAM(SAModel):
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
-        r""":math:`g_i(t+1)` from the activation ``state`` [N, 1] and ``W`` [E, 1]."""
-        return self.r * self.synaptic_input(edge_index, W, state) + self.b + self.stimulus_input(t)
-
-    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mu = \lambda_0 \Delta t [g - \theta]_+`."""
-        return self.lambda_0 * torch.relu(input - self.theta) * self.dt
-
-    def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
-        r""":math:`X \sim \mathrm{Poisson}(\mu)` (integer counts as floats)."""
-        return torch.poisson(rates, generator=self._rng)
+    non_linearity = RectifiedLNP.non_linearity
+    emit_spikes = RectifiedLNP.emit_spikes

@@ -53,11 +53,6 @@ class ThresholdSAM(SAModel):
         active = torch.rand(shape, generator=self._rng, device=self.dt.device) < self.rho
         return self.b * (1 + noise * active)
 
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
-        r""":math:`g_i(t+1)` from the activation ``state`` [N, 1] and ``W`` [E, 1]."""
-        return (self.r * self.synaptic_input(edge_index, W, state)
-                + self.background_input((state.shape[0],)) + self.stimulus_input(t))
 
     def emit_spikes(self, input: torch.Tensor) -> torch.Tensor:
         r""":math:`X = [g > \theta]` (0./1. floats)."""

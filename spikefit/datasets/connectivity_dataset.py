@@ -3,11 +3,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from spikefit.datasets.files import load_tensor
 from spikefit.datasets.graph import dense_to_graph
 
 _EXPECTED = "a square [N, N] matrix of finite floats"
@@ -20,15 +19,7 @@ def _file_order(path: Path) -> tuple[int, int, str]:
 
 
 def _load_matrix(path: Path) -> Tensor:
-    try:
-        if path.suffix == ".pt":
-            matrix = torch.load(path, weights_only=True)
-        else:
-            matrix = torch.from_numpy(np.load(path, allow_pickle=False))
-    except Exception as error:
-        raise ValueError(f"{path}: could not read {_EXPECTED} ({error})") from None
-    if not isinstance(matrix, Tensor) or matrix.is_complex():
-        raise ValueError(f"{path}: expected {_EXPECTED}, got {type(matrix).__name__}")
+    matrix = load_tensor(path, _EXPECTED)
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.numel() == 0:
         raise ValueError(f"{path}: expected {_EXPECTED}, got shape {list(matrix.shape)}")
     matrix = matrix.float()

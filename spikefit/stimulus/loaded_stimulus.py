@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from spikefit.datasets.files import load_tensor
 from spikefit.stimulus.base_stimulus import BaseStimulus
 
 _EXPECTED = "a [N, steps] or [N, steps, n_networks] tensor of finite numbers"
@@ -19,14 +19,8 @@ def _load(source: str | Path | Tensor) -> Tensor:
         name = str(path)
         if path.suffix not in (".pt", ".npy"):
             raise ValueError(f"{name}: expected a .pt or .npy file holding {_EXPECTED}")
-        try:
-            if path.suffix == ".pt":
-                values = torch.load(path, weights_only=True)
-            else:
-                values = torch.from_numpy(np.load(path, allow_pickle=False))
-        except Exception as error:
-            raise ValueError(f"{name}: could not read {_EXPECTED} ({error})") from None
-    if not isinstance(values, Tensor) or values.is_complex() or values.dim() not in (2, 3):
+        values = load_tensor(path, _EXPECTED)
+    if values.dim() not in (2, 3):
         raise ValueError(f"{name}: expected {_EXPECTED}")
     values = values.float()
     if values.numel() == 0 or not bool(values.isfinite().all()):

@@ -104,6 +104,11 @@ def _segments(equilibration_steps: int, n_steps: int, block: int) -> Iterator[tu
             yield start, min(block, end - start)
 
 
+def _block_length(width: int) -> int:
+    """Steps per block for ``width`` neuron-trials, so one block buffer stays bounded."""
+    return max(1, min(1024, BLOCK_ELEMENTS // width))
+
+
 def _drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Background plus stimulus input for the steps ``times`` as [L, K|1, N]."""
     stimulus = model.stimulus_block(times, shape[2]).unsqueeze(1)
@@ -131,7 +136,7 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
     ref = model.self_kernel()
     if ref is not None:
         ref = ref.t().repeat(1, n_trials) if ref.dim() == 2 else ref.view(window, 1)
-    block = max(1, min(1024, BLOCK_ELEMENTS // width))
+    block = _block_length(width)
     future = torch.zeros(block + window, width, device=device)
 
     def deliver(step: int, active: torch.Tensor, counts: torch.Tensor | None) -> None:
@@ -190,7 +195,7 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
     post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(),
                                           (n, n)).coalesce().to_sparse_csr()
     r = model.recurrence()
-    block = max(1, min(1024, BLOCK_ELEMENTS // (n_trials * n)))
+    block = _block_length(n_trials * n)
     activation = torch.rand(n_trials, n, generator=generator, device=device)
     bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
     for start, length in _segments(equilibration_steps, n_steps, block):

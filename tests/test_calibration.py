@@ -39,7 +39,7 @@ def test_calibration_reaches_target_on_fresh_simulation(tmp_path):
                         enable_model_summary=False, logger=False, enable_checkpointing=False)
     trainer.fit(task, data)
     assert task.converged
-    assert task.achieved_rate_hz == pytest.approx(10.0, rel=0.02)
+    assert task.achieved["global"] == pytest.approx(10.0, rel=0.02)
     spikes = task.model.simulate(data.networks[0], 20_000, seed=99, verbose=False)
     assert spikes.float().mean().item() * 1000 == pytest.approx(10.0, rel=0.06)  # one network
 
@@ -60,7 +60,7 @@ def test_cli_writes_summary_and_fails_cleanly(tmp_path):
     assert done.returncode == 0, done.stderr
     summary_path = next(tmp_path.rglob("summary.json"))
     summary = json.loads(summary_path.read_text())
-    assert summary["task"] == "calibration" and summary["targets"] == {"rate_hz": 10.0}
+    assert summary["task"] == "calibration" and summary["targets"] == {"global": 10.0}
     assert set(summary) >= {"achieved_rate_hz", "parameters", "converged", "wall_time_s"}
     assert "theta" in summary["parameters"]
     bad = subprocess.run([*command, "--model.tune", "[nonexistent]"], capture_output=True,

@@ -80,8 +80,10 @@ class BaseModel(MessagePassing):
         """Scale r of the coupling input (1 if the model has none)."""
         return getattr(self, "r", torch.ones((), device=self.dt.device))
 
-    def background_input(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        """Background input, broadcastable to ``shape`` [..., N] (default: b, or 0)."""
+    def background_input(self, shape: torch.Size | tuple[int, ...],
+                         noise: bool = True) -> torch.Tensor:
+        """Background input, broadcastable to ``shape`` [..., N] (default: b, or 0);
+        ``noise=False`` leaves out any random part."""
         return getattr(self, "b", torch.zeros((), device=self.dt.device))
 
     hazard = None
@@ -140,11 +142,30 @@ class BaseModel(MessagePassing):
     def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def memory_steps(self) -> int:
+        """Steps of history that shape the input; spikes further back do not matter."""
+        return self.window
+
+    def causal_filter(self, spikes: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_{\tau=0}^{T-1} k(\tau) X(s-1-\tau)` for every step s [K, N, S], from
+        ``spikes`` [K, N, S] and a kernel [T] or [N, T] in lag order (earlier spikes count
+        as silent)."""
+        n, steps = spikes.shape[1], spikes.shape[2]
+        padded = torch.nn.functional.pad(spikes, (self.window, 0))
+        weight = kernel.flip(-1).expand(n, self.window).unsqueeze(1)
+        return torch.nn.functional.conv1d(padded, weight, groups=n)[..., :steps]
+
+    def presynaptic_trace(self, spikes: torch.Tensor) -> torch.Tensor:
+        """What each neuron sends along its edges at every step [K, N, S]: its spikes
+        filtered by the coupling kernel."""
+        return self.causal_filter(spikes, self.coupling_kernel())
+
     def input_from_spikes(self, data: Data, spikes: torch.Tensor,
                           start: int = 0) -> torch.Tensor:
         r"""Inputs :math:`g(t)` for every step of a given raster, all steps in parallel
-        (teacher forcing): a causal convolution of the spikes with the kernels, one sparse
-        product with :math:`W_0`, then background and stimulus. Differentiable in the
+        (teacher forcing): the presynaptic traces, one sparse product with :math:`W_0`, the
+        self kernel, then the noise-free background and the stimulus. Differentiable in the
         model's parameters (not in ``W0``).
 
         Args:
@@ -158,23 +179,22 @@ class BaseModel(MessagePassing):
         """
         n_trials, n, steps = spikes.shape
         spikes = spikes.float()
-        padded = torch.nn.functional.pad(spikes, (self.window, 0))
-
-        def causal(kernel: torch.Tensor) -> torch.Tensor:
-            weight = kernel.flip(-1).expand(n, self.window).unsqueeze(1)
-            return torch.nn.functional.conv1d(padded, weight, groups=n)[..., :steps]
-
-        filtered = causal(self.coupling_kernel())
+        trace = self.presynaptic_trace(spikes)
         post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(), (n, n),
                                               check_invariants=True)
-        coupled = torch.sparse.mm(post_by_pre, filtered.transpose(0, 1).reshape(n, -1))
+        coupled = torch.sparse.mm(post_by_pre, trace.transpose(0, 1).reshape(n, -1))
         g = self.recurrence() * coupled.view(n, n_trials, steps).transpose(0, 1)
         ref = self.self_kernel()
         if ref is not None:
-            g = g + causal(ref)
+            g = g + self.causal_filter(spikes, ref)
         times = torch.arange(start, start + steps, device=spikes.device)
-        drive = self.stimulus_block(times, n) + self.background_input((n_trials, steps, n))
-        return g + drive.transpose(-1, -2)
+        background = self.background_input((n_trials, steps, n), noise=False)
+        return g + (self.stimulus_block(times, n) + background).transpose(-1, -2)
+
+    def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
+        """Expected spike count per step given the noise-free input (default: the
+        non-linearity, which is the expected count or probability for GLMs and LNPs)."""
+        return self.non_linearity(input)
 
     def forward(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
                 t: int = -1) -> torch.Tensor:

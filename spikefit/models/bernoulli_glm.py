@@ -76,9 +76,6 @@ class BernoulliGLM(BaseModel):
                     * torch.exp(-self.beta.abs().unsqueeze(-1) * (lag - A) * self.dt))
         return torch.where(lag < A, self.abs_ref_strength, relative * (lag < A + R))
 
-    def background_input(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.zeros((), device=self.dt.device)
-
     def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
               t: int = -1) -> torch.Tensor:
         r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E', T]."""

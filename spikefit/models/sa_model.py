@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from spikefit.models import engine
@@ -23,3 +25,29 @@ class SAModel(BaseModel):
     def update_activation(self, spikes: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         r""":math:`s_i \leftarrow s_i (1 - \Delta t/\tau) + X_i \Delta t`."""
         return activation * (1 - self.dt / self.tau) + spikes * self.dt
+
+    @property
+    def memory_steps(self) -> int:
+        """Five activation time constants, in steps (the activation forgets by e^-5)."""
+        return math.ceil(5 * float(self.tau) / float(self.dt))
+
+    def presynaptic_trace(self, spikes: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        r"""Activation :math:`s(t-1)` feeding step t [K, N, S], from the recorded spikes with
+        :math:`s(t) = a\,s(t-1) + \Delta t\,X(t)`, :math:`a = 1 - \Delta t/\tau`, s = 0
+        before the raster. Evaluated in chunks of ``chunk`` steps as one product with the
+        decay matrix :math:`a^{i-j}` per chunk (differentiable in τ)."""
+        decay = 1 - self.dt / self.tau
+        lags = torch.arange(chunk, device=spikes.device)
+        powers = decay ** (lags.unsqueeze(1) - lags).clamp(min=0).float()
+        transfer = torch.where(lags.unsqueeze(1) >= lags, powers, 0.0)  # [i, j] = a^(i-j)
+        activation = torch.zeros_like(spikes[..., 0])
+        parts = []
+        for begin in range(0, spikes.shape[-1], chunk):
+            drive = spikes[..., begin:begin + chunk] * self.dt
+            width = drive.shape[-1]
+            carried = activation.unsqueeze(-1) * decay ** (lags[:width] + 1)
+            block = drive @ transfer[:width, :width].t() + carried
+            parts.append(block)
+            activation = block[..., -1]
+        activation = torch.cat(parts, dim=-1)
+        return torch.nn.functional.pad(activation, (1, 0))[..., :-1]

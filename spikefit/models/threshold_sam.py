@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from spikefit.models.poisson_glm import check_window_and_step
@@ -47,12 +49,29 @@ class ThresholdSAM(SAModel):
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 
-    def background_input(self, shape: tuple[int, ...]) -> torch.Tensor:
-        r""":math:`b(1 + \xi m)`, fresh noise of ``shape``."""
+    def background_input(self, shape: tuple[int, ...], noise: bool = True) -> torch.Tensor:
+        r""":math:`b(1 + \xi m)` with fresh noise of ``shape`` (b alone if not ``noise``)."""
+        if not noise:
+            return self.b
         noise = torch.randn(shape, generator=self._rng, device=self.dt.device) * self.sigma
         active = torch.rand(shape, generator=self._rng, device=self.dt.device) < self.rho
         return self.b * (1 + noise * active)
 
+
+    def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
+        r"""Firing probability given the noise-free input :math:`g_0`, the noise integrated out:
+
+        .. math::
+            P(X = 1) = (1 - \rho)\,[g_0 > \theta]
+                       + \rho\,\Phi\!\left(\frac{g_0 - \theta}{|b|\sigma}\right)
+
+        The step's gradient is a surrogate: that of a sigmoid of width :math:`|b|\sigma`."""
+        margin = input - self.theta
+        width = (self.b.abs() * self.sigma).clamp(min=1e-12)
+        surrogate = torch.sigmoid(margin / width)
+        step = (margin > 0).float() + surrogate - surrogate.detach()
+        noisy = 0.5 * (1 + torch.erf(margin / (width * math.sqrt(2))))
+        return (1 - self.rho) * step + self.rho * noisy
 
     def emit_spikes(self, input: torch.Tensor) -> torch.Tensor:
         r""":math:`X = [g > \theta]` (0./1. floats)."""

@@ -25,7 +25,12 @@ def check_number(
     return number
 
 
-def _mask_list(stimulus_masks: Tensor | Sequence[Tensor]) -> list[Tensor]:
+#: Stimulus masks: one 1-D mask, a [n_networks, N] tensor, or a list of 1-D masks (tensors or
+#: lists of 0/1 values, as written in a YAML config).
+Masks = Tensor | Sequence[Tensor] | Sequence[Sequence[float]]
+
+
+def _mask_list(stimulus_masks: Masks) -> list[Tensor]:
     if isinstance(stimulus_masks, Tensor):
         if stimulus_masks.dim() not in (1, 2):
             raise ValueError(
@@ -67,7 +72,7 @@ class BaseStimulus(nn.Module):
         batch_size (int, optional): networks per batch. (default: :obj:`1`)
     """
 
-    def __init__(self, stimulus_masks: Tensor | Sequence[Tensor], batch_size: int = 1) -> None:
+    def __init__(self, stimulus_masks: Masks, batch_size: int = 1) -> None:
         super().__init__()
         masks = _mask_list(stimulus_masks)
         if not 1 <= batch_size <= len(masks):

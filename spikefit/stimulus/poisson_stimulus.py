@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, check_number
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
 
 
 class PoissonStimulus(BaseStimulus):
@@ -41,7 +39,7 @@ class PoissonStimulus(BaseStimulus):
         strength: float,
         mean_interval: float,
         duration: float,
-        stimulus_masks: Tensor | Sequence[Tensor],
+        stimulus_masks: Masks,
         tau: float = 1,
         start: float = 0,
         batch_size: int = 1,

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, check_number
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
 
 
 class RegularStimulus(BaseStimulus):
@@ -38,7 +36,7 @@ class RegularStimulus(BaseStimulus):
         period: float,
         tau: float,
         stop: float,
-        stimulus_masks: Tensor | Sequence[Tensor],
+        stimulus_masks: Masks,
         batch_size: int = 1,
         start: float = 0,
         dt: float = 1.0,

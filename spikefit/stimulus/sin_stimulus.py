@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, check_number
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
 
 
 class SinStimulus(BaseStimulus):
@@ -37,7 +36,7 @@ class SinStimulus(BaseStimulus):
         amplitude: float,
         period: float,
         duration: float,
-        stimulus_masks: Tensor | Sequence[Tensor],
+        stimulus_masks: Masks,
         phase: float = 0,
         baseline: float = 0,
         start: float = 0,

@@ -1,18 +1,23 @@
-"""Firing-rate calibration: tune model parameters so simulated networks hit a target rate."""
+"""Firing-rate calibration: tune model parameters so simulated networks hit target rates."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import lightning as L
+import matplotlib
 import torch
 from jsonargparse import lazy_instance
 from torch_geometric.data import Data
 
-from spikefit.models import BaseModel, BernoulliGLM, SAModel
+from spikefit.models import BaseModel, BernoulliGLM
+from spikefit.stimulus import BaseStimulus
+from spikefit.tasks.targets import RateTarget, build_targets, check_rate
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 SEED_INTRODUCTION = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7,
                          abs_ref_strength=-100, rel_ref_strength=-30, coupling_window=5,
@@ -22,106 +27,187 @@ DEFAULT_MODEL = lazy_instance(BernoulliGLM, **SEED_INTRODUCTION)
 
 
 class RateCalibration(L.LightningModule):
-    r"""Tunes parameters of ``model`` so its networks fire at ``target_rate_hz``.
+    r"""Tunes parameters of ``model`` (and its stimulus) so its networks fire at target rates.
 
-    Each training step simulates ``window_steps`` steps (after equilibration) of a batch of
-    networks and ``n_trials`` trials without gradients, then recomputes the inputs of those
-    steps from the simulated spikes with gradients (teacher forcing) and minimises
+    Targets (any combination): one global rate, a rate per population (named fractions of
+    every network, by default the excitatory first and inhibitory second half), a rate per
+    neuron, and the rate of the stimulated neurons during the stimulus.
+
+    Each training step simulates ``window_steps`` steps (after equilibration, plus the
+    model's memory) of a batch of networks and ``n_trials`` trials without gradients, then
+    recomputes the inputs of those steps from the simulated spikes with gradients (teacher
+    forcing, :meth:`~spikefit.models.BaseModel.input_from_spikes`) and minimises
 
     .. math::
-        \mathcal{L} = \left(\frac{\bar\mu / \Delta t - \nu^*}{\nu^*}\right)^2,
-        \qquad \bar\mu = \langle \mathrm{non\_linearity}(g_i(t)) \rangle_{i,t,k}
+        \mathcal{L} = \frac{1}{|\mathcal{T}|} \sum_{k \in \mathcal{T}}
+        \left\langle \left(\frac{\bar\mu_k / \Delta t - \nu_k}{\nu_k}\right)^2
+        \right\rangle, \qquad
+        \bar\mu_k = \langle E[X_i(t) \mid \text{history}] \rangle_{(i, t) \in k}
 
-    where :math:`\bar\mu` is the expected spike count per step given the history. Because
-    :math:`E[X \mid \text{history}] = \mu`, the loss is zero exactly where the true rate equals
-    the target, while the gradient (which ignores how the history itself depends on the
-    parameters) has low variance — unlike score-function estimators, and unlike a
-    straight-through gradient of the sampled spikes, which is biased at its fixed point.
+    Why this estimator: :math:`E[X \mid \text{history}]` (the model's
+    :meth:`~spikefit.models.BaseModel.expected_spikes`) averages to the true rate, so the loss
+    vanishes exactly at the target; its gradient, which ignores how the history depends on
+    the parameters, is deterministic given the spikes and so has low variance. A
+    score-function (REINFORCE) gradient is unbiased but far noisier, and a straight-through
+    gradient of sampled spikes has no such fixed point. ThresholdSAM's deterministic
+    threshold is differentiated through a sigmoid surrogate, with its noise integrated out.
 
     Achieved rates are measured on a fresh simulation (another seed, ``validation_steps``
-    steps); training stops once they are within ``tolerance`` of the target.
+    steps); training stops once every target is within ``tolerance`` (per-neuron targets:
+    their mean).
 
     Args:
         model: the spiking network model (default: the seed introduction BernoulliGLM).
-        tune: names of the model's parameters to tune.
-        target_rate_hz: target mean firing rate, in Hz.
+        tune: names of the parameters to tune (``stimulus.<name>`` for the stimulus).
+        per_neuron: tuned parameters that get one value per neuron of the batch.
+        target_rate_hz: target mean rate of all neurons, in Hz.
+        population_rates_hz: target rate per population name, in Hz.
+        populations: population name → [start, stop) fractions of each network's neurons.
+        neuron_rates_hz: target rate of every neuron of a network, in Hz.
+        stimulated_rate_hz: target rate of stimulated neurons while stimulated, in Hz.
+        stimulus: a stimulus to add to the model (its masks follow the network batches).
         window_steps: steps simulated per training step.
         equilibration_steps: steps run before each window.
         n_trials: trials per network and step.
         lr: Adam learning rate.
         lr_decay: multiplicative learning-rate decay per step.
-        tolerance: relative error of the validation rate counted as converged.
+        tolerance: relative error of the validation rates counted as converged.
         validation_steps: steps of the fresh validation simulation.
         seed: base seed of all simulations.
     """
 
-    def __init__(self, model: BaseModel = DEFAULT_MODEL,
-                 tune: list[str] | None = None, target_rate_hz: float = 10.0,
+    def __init__(self, model: BaseModel = DEFAULT_MODEL, tune: list[str] | None = None,
+                 per_neuron: list[str] | None = None, target_rate_hz: float | None = 10.0,
+                 population_rates_hz: dict[str, float] | None = None,
+                 populations: dict[str, tuple[float, float]] | None = None,
+                 neuron_rates_hz: list[float] | None = None,
+                 stimulated_rate_hz: float | None = None, stimulus: BaseStimulus | None = None,
                  window_steps: int = 500, equilibration_steps: int = 100, n_trials: int = 4,
                  lr: float = 0.05, lr_decay: float = 0.98, tolerance: float = 0.02,
                  validation_steps: int = 10_000, seed: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "stimulus"])
         tune = tune if tune is not None else ["theta"]
-        if isinstance(model, SAModel):
-            raise ValueError(f"calibration of {type(model).__name__} (synaptic-activation "
-                             f"models) is not implemented yet; use a GLM or LNP model")
-        if not (math.isfinite(target_rate_hz) and target_rate_hz > 0):
-            raise ValueError(f"target_rate_hz must be a positive finite rate in Hz, "
-                             f"got {target_rate_hz}")
+        rates = {"target_rate_hz": target_rate_hz, "stimulated_rate_hz": stimulated_rate_hz,
+                 **{f"population_rates_hz.{k}": v for k, v in (population_rates_hz or {}).items()},
+                 **{f"neuron_rates_hz[{i}]": v for i, v in enumerate(neuron_rates_hz or [])}}
+        for name, value in rates.items():
+            if value is not None:
+                check_rate(name, value)
+        if stimulus is not None:
+            model.add_stimulus(stimulus)
         available = model.tunable_parameters
         unknown = [name for name in tune if name not in available]
         if unknown or not tune:
             raise ValueError(f"tune: {unknown or tune} not among the parameters of "
                              f"{type(model).__name__}: {sorted(available)}")
+        not_tuned = sorted(set(per_neuron or []) - set(tune))
+        if not_tuned:
+            raise ValueError(f"per_neuron: {not_tuned} must also be listed in tune")
         self.model = model
         self.model.requires_grad_(False)
         for name in tune:
             available[name].requires_grad_(True)
         self.tuned = tune
         self.started = time.perf_counter()
-        self.achieved_rate_hz = math.nan
+        self.achieved: dict[str, float | list[float]] = {}
+        self.target_rates: dict[str, float | list[float]] = {}
+        self.converged = False
+        self.last_spikes: torch.Tensor | None = None
 
-    def simulate(self, batch: Data, steps: int, seed: int) -> torch.Tensor:
-        """Spikes [K, N, S] of ``steps`` steps plus the history window, without gradients."""
-        spikes = self.model.simulate(batch, steps + self.model.window, seed=seed,
+    # ------------------------------------------------------------------ simulation
+    def setup(self, stage: str) -> None:
+        if self.hparams.per_neuron and self.trainer.world_size > 1:
+            raise ValueError("per_neuron parameters belong to one batch of networks; they "
+                             "cannot be shared across processes (use one device)")
+
+    def prepare(self, batch: Data, batch_idx: int) -> None:
+        """Per-neuron parameters take the batch's size; the stimulus its batch of masks."""
+        for name in self.hparams.per_neuron or []:
+            parameter = self.model.get_parameter(name)
+            if parameter.dim() == 0:
+                parameter.data = parameter.data.expand(batch.num_nodes).clone()
+            elif parameter.shape[0] != batch.num_nodes:
+                raise ValueError(f"per-neuron '{name}' has {parameter.shape[0]} values but the "
+                                 f"batch has {batch.num_nodes} neurons: every batch must hold "
+                                 f"the same networks (one batch of all networks)")
+        stimulus = self.model.stimulus
+        if isinstance(stimulus, BaseStimulus):
+            stimulus.set_batch(batch_idx % stimulus.n_batches)
+
+    def simulate(self, batch: Data, batch_idx: int, steps: int, seed: int) -> torch.Tensor:
+        """Spikes [K, N, memory + steps] without gradients."""
+        self.prepare(batch, batch_idx)
+        spikes = self.model.simulate(batch, self.model.memory_steps + steps, seed=seed,
                                      n_trials=self.hparams.n_trials, verbose=False,
                                      equilibration_steps=self.hparams.equilibration_steps,
                                      store_as_dtype=torch.float32)
+        self.prepare(batch, batch_idx)
         return spikes.view(batch.num_nodes, -1, self.hparams.n_trials).permute(2, 0, 1)
 
+    def targets(self, batch: Data, steps: int) -> list[RateTarget]:
+        memory = self.model.memory_steps
+        times = torch.arange(memory, memory + steps, device=batch.W0.device)
+        on = None
+        if self.model.stimulus is not None:
+            on = (self.model.stimulus_block(times, batch.num_nodes) != 0).t()
+        hp = self.hparams
+        return build_targets(batch, on, hp.target_rate_hz, hp.population_rates_hz,
+                             hp.populations, hp.neuron_rates_hz, hp.stimulated_rate_hz)
+
+    def rates_hz(self, counts: torch.Tensor, targets: list[RateTarget]) -> list[torch.Tensor]:
+        """Achieved rate of every target from counts per step [K, N, S], in Hz."""
+        return [target.achieved(counts) / self.model.dt * 1000 for target in targets]
+
+    # ------------------------------------------------------------------ steps
     def training_step(self, batch: Data, batch_idx: int) -> torch.Tensor:
+        steps = self.hparams.window_steps
         seed = self.hparams.seed + 7919 * self.global_step + 104729 * self.global_rank
-        spikes = self.simulate(batch, self.hparams.window_steps, seed)
-        g = self.model.input_from_spikes(batch, spikes)[..., self.model.window:]
-        rate_hz = self.model.non_linearity(g).mean() / self.model.dt * 1000
-        target = self.hparams.target_rate_hz
-        loss = ((rate_hz - target) / target) ** 2
+        spikes = self.simulate(batch, batch_idx, steps, seed)
+        g = self.model.input_from_spikes(batch, spikes)[..., self.model.memory_steps:]
+        targets = self.targets(batch, steps)
+        rates = self.rates_hz(self.model.expected_spikes(g), targets)
+        errors = [target.relative_error(rate) for target, rate in zip(targets, rates,
+                                                                          strict=True)]
+        loss = torch.stack([(error ** 2).mean() for error in errors]).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the calibration loss became {loss.item()} at step "
                                      f"{self.global_step}: lower lr or check the model")
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch.num_graphs)
-        self.log("train/rate_hz", rate_hz, prog_bar=True, batch_size=batch.num_graphs)
+        size = batch.num_graphs
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for target, rate in zip(targets, rates, strict=True):
+            self.log(f"train/rate_hz/{target.name}", rate.mean(), prog_bar=True,
+                     batch_size=size)
         for name in self.tuned:
-            value = self.model.get_parameter(name)
-            self.log(f"param/{name}", value.mean(), batch_size=batch.num_graphs)
+            self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=size)
         return loss
 
     def validation_step(self, batch: Data, batch_idx: int) -> None:
-        spikes = self.simulate(batch, self.hparams.validation_steps,
-                               seed=self.hparams.seed + 1_000_003 + self.global_rank)
-        rate_hz = spikes[..., self.model.window:].mean() / self.model.dt * 1000
-        self.log("val/rate_hz", rate_hz, sync_dist=True, batch_size=batch.num_graphs)
+        steps = self.hparams.validation_steps
+        spikes = self.simulate(batch, batch_idx, steps,
+                               seed=self.hparams.seed + 1_000_003 + 7 * self.global_rank)
+        spikes = spikes[..., self.model.memory_steps:]
+        targets = self.targets(batch, steps)
+        rates = {"global": spikes.mean() / self.model.dt * 1000}
+        for target, rate in zip(targets, self.rates_hz(spikes, targets), strict=True):
+            rates[target.name] = rate
+            self.target_rates[target.name] = target.rate_hz.tolist()
+        for name, rate in rates.items():
+            self.log(f"val/rate_hz/{name}", rate.mean(), sync_dist=True,
+                     batch_size=batch.num_graphs)
+            self.achieved[name] = rate.tolist()
+        self.last_spikes = spikes[0]
 
     def on_validation_epoch_end(self) -> None:
-        self.achieved_rate_hz = float(self.trainer.callback_metrics["val/rate_hz"])
+        metrics = self.trainer.callback_metrics
+        tolerance = self.hparams.tolerance
+        errors = []
+        for name, target in self.target_rates.items():
+            target = torch.tensor(target).mean().item()
+            errors.append(abs(float(metrics[f"val/rate_hz/{name}"]) - target) / target)
+        self.converged = bool(errors) and max(errors) <= tolerance
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
-
-    @property
-    def converged(self) -> bool:
-        target = self.hparams.target_rate_hz
-        return abs(self.achieved_rate_hz - target) <= self.hparams.tolerance * target
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
@@ -129,13 +215,14 @@ class RateCalibration(L.LightningModule):
         decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.hparams.lr_decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
+    # ------------------------------------------------------------------ results
     def summary(self) -> dict:
         """What the run achieved, as written to ``summary.json``."""
         return {
             "task": "calibration",
             "model": type(self.model).__name__,
-            "targets": {"rate_hz": self.hparams.target_rate_hz},
-            "achieved_rate_hz": {"global": self.achieved_rate_hz},
+            "targets": self.target_rates,
+            "achieved_rate_hz": self.achieved,
             "parameters": {name: self.model.get_parameter(name).tolist() for name in self.tuned},
             "converged": self.converged,
             "tolerance": self.hparams.tolerance,
@@ -143,15 +230,37 @@ class RateCalibration(L.LightningModule):
             "wall_time_s": time.perf_counter() - self.started,
         }
 
+    def figures(self) -> dict[str, plt.Figure]:
+        """Raster (first 100 neurons, first 2,000 validation steps) and rate histogram."""
+        spikes = self.last_spikes
+        dt = float(self.model.dt)
+        raster, axis = plt.subplots(figsize=(8, 4))
+        neuron, step = spikes[:100, :2000].nonzero(as_tuple=True)
+        axis.scatter(step.cpu() * dt, neuron.cpu(), s=1, c="k")
+        axis.set(xlabel="time (ms)", ylabel="neuron", title="validation raster")
+        histogram, axis = plt.subplots(figsize=(5, 4))
+        axis.hist((spikes.mean(dim=1) / dt * 1000).cpu(), bins=30)
+        axis.set(xlabel="firing rate (Hz)", ylabel="neurons", title="validation rates")
+        return {"raster": raster, "rate_histogram": histogram}
+
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero or self.last_spikes is None:
             return
-        summary = self.summary()
         log_dir = Path(self.trainer.log_dir or ".")
         log_dir.mkdir(parents=True, exist_ok=True)
+        for name, figure in self.figures().items():
+            figure.savefig(log_dir / f"{name}.png", dpi=120, bbox_inches="tight")
+            if hasattr(self.logger, "experiment") and hasattr(self.logger.experiment,
+                                                              "add_figure"):
+                self.logger.experiment.add_figure(name, figure, self.global_step)
+            plt.close(figure)
+        summary = self.summary()
         (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        parameters = ", ".join(f"{k} = {v}" for k, v in summary["parameters"].items())
-        print(f"\nspikefit calibration: target {summary['targets']['rate_hz']:g} Hz, achieved "
-              f"{summary['achieved_rate_hz']['global']:.3f} Hz on {self.hparams.validation_steps}"
-              f" fresh steps ({'converged' if summary['converged'] else 'NOT converged'}); "
+        achieved = ", ".join(f"{k} {torch.tensor(self.achieved[k]).mean():.3f} Hz (target "
+                             f"{torch.tensor(v).mean():g})" for k, v in self.target_rates.items())
+        parameters = ", ".join(f"{k} = {torch.tensor(v).mean():.4g}"
+                               + (" (mean)" if isinstance(v, list) else "")
+                               for k, v in summary["parameters"].items())
+        print(f"\nspikefit calibration: {achieved} on {self.hparams.validation_steps} fresh "
+              f"steps: {'converged' if summary['converged'] else 'NOT converged'}; "
               f"{parameters}; {summary['wall_time_s']:.1f} s\nsummary: {log_dir / 'summary.json'}")

@@ -1,0 +1,95 @@
+"""Firing-rate targets: which neurons (and steps) a target rate applies to."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import Data
+
+#: Default populations: the excitatory first and the inhibitory second half of every network.
+DALE_POPULATIONS = {"excitatory": (0.0, 0.5), "inhibitory": (0.5, 1.0)}
+
+
+@dataclass
+class RateTarget:
+    """A target rate (Hz) for the neurons in ``mask`` [N] (or [N, S] neuron-steps)."""
+
+    name: str
+    rate_hz: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def achieved(self, counts: torch.Tensor) -> torch.Tensor:
+        """Mean of ``counts`` [K, N, S] over this target's entries (per neuron for a vector
+        target), in spikes per step."""
+        if self.rate_hz.dim() == 1:
+            return counts.mean(dim=(0, 2))
+        if self.mask is None:
+            return counts.mean()
+        mask = self.mask if self.mask.dim() == 2 else self.mask.unsqueeze(1)
+        mask = mask.expand(counts.shape[1:])
+        return counts[:, mask].mean()
+
+    def relative_error(self, rate_hz: torch.Tensor) -> torch.Tensor:
+        return (rate_hz - self.rate_hz) / self.rate_hz
+
+
+def check_rate(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite rate in Hz, got {value}")
+    return float(value)
+
+
+def local_positions(data: Data) -> torch.Tensor:
+    """Relative position in [0, 1) of every neuron within its own network [N]."""
+    n = data.num_nodes
+    ptr = getattr(data, "ptr", None)
+    if ptr is None:
+        return torch.arange(n, device=data.W0.device) / n
+    network = data.batch
+    sizes = (ptr[1:] - ptr[:-1])[network]
+    return (torch.arange(n, device=ptr.device) - ptr[network]) / sizes
+
+
+def build_targets(data: Data, stimulus_on: torch.Tensor | None, rate_hz: float | None,
+                  population_rates_hz: dict[str, float] | None,
+                  populations: dict[str, tuple[float, float]] | None,
+                  neuron_rates_hz: list[float] | None,
+                  stimulated_rate_hz: float | None) -> list[RateTarget]:
+    """The targets for a network batch. ``stimulus_on`` [N, S] marks stimulated
+    neuron-steps; per-neuron rates give one value per neuron of each network."""
+    device = data.W0.device
+    targets = []
+    if rate_hz is not None:
+        targets.append(RateTarget("global", torch.tensor(rate_hz, device=device)))
+    if population_rates_hz:
+        populations = populations or DALE_POPULATIONS
+        position = local_positions(data)
+        for name, rate in population_rates_hz.items():
+            if name not in populations:
+                raise ValueError(f"population_rates_hz: no population {name!r}; populations "
+                                 f"are {sorted(populations)} (name: [start, stop) fractions)")
+            start, stop = populations[name]
+            mask = (position >= start) & (position < stop)
+            if not mask.any():
+                raise ValueError(f"populations: {name!r} = [{start}, {stop}) holds no neuron")
+            targets.append(RateTarget(name, torch.tensor(rate, device=device), mask))
+    if neuron_rates_hz is not None:
+        position = local_positions(data)
+        per_network = torch.tensor(neuron_rates_hz, device=device)
+        index = (position * len(per_network)).round().long()
+        if (position * len(per_network) - index).abs().max() > 1e-3:
+            raise ValueError(f"neuron_rates_hz has {len(per_network)} rates but the networks "
+                             f"have other sizes: give one rate per neuron of each network")
+        targets.append(RateTarget("per_neuron", per_network[index]))
+    if stimulated_rate_hz is not None:
+        if stimulus_on is None or not stimulus_on.any():
+            raise ValueError("stimulated_rate_hz needs a stimulus that is on during the "
+                             "simulated window (give model.stimulus)")
+        targets.append(RateTarget("stimulated", torch.tensor(stimulated_rate_hz,
+                                                             device=device), stimulus_on))
+    if not targets:
+        raise ValueError("no target: give target_rate_hz, population_rates_hz, "
+                         "neuron_rates_hz or stimulated_rate_hz")
+    return targets

@@ -33,7 +33,7 @@ def test_calibration_reaches_target_on_fresh_simulation(tmp_path):
     task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), tune=["theta"],
                            target_rate_hz=10.0, window_steps=300, n_trials=2,
                            validation_steps=10_000, lr=0.05)
-    data = NetworkDataModule(n_networks=10, n_neurons=50, batch_size=10, seed=0)
+    data = NetworkDataModule(n_networks=10, batch_size=10)
     trainer = L.Trainer(max_epochs=200, check_val_every_n_epoch=5, num_sanity_val_steps=0,
                         default_root_dir=tmp_path, enable_progress_bar=False,
                         enable_model_summary=False, logger=False, enable_checkpointing=False)

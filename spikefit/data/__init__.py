@@ -1,5 +1,6 @@
 """Lightning data modules."""
 
 from spikefit.data.networks import NetworkDataModule
+from spikefit.data.spike_trains import SpikeTrainDataModule
 
-__all__ = ["NetworkDataModule"]
+__all__ = ["NetworkDataModule", "SpikeTrainDataModule"]

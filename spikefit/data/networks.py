@@ -5,52 +5,56 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from jsonargparse import lazy_instance
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from spikefit.datasets import ConnectivityDataset, NormalGenerator
+from spikefit.datasets import ConnectivityDataset, ConnectivityGenerator, NormalGenerator
+
+#: The seed introduction's networks: 50 neurons, Dale's law, N(0, 5²/50) weights.
+DEFAULT_GENERATOR = lazy_instance(NormalGenerator, n_neurons=50, mean=0.0, std=5.0,
+                                  glorot=True, seed=0)
 
 
 class NetworkDataModule(L.LightningDataModule):
-    """Networks for calibration: ``n_networks`` NormalGenerator networks (Dale's law, glorot
-    scaling, seeded), or every matrix of a :class:`ConnectivityDataset` folder ``root``.
+    """Networks for calibration: ``n_networks`` drawn from ``generator``, or every matrix of
+    a :class:`ConnectivityDataset` folder ``root``.
 
-    Each batch is one PyG batch of ``batch_size`` networks; under DDP Lightning's distributed
-    sampler gives every process its own networks.
+    Each batch is one PyG batch of ``batch_size`` networks (one disjoint graph); under DDP
+    Lightning's distributed sampler gives every process its own networks.
 
     Args:
-        root: folder of ``.pt``/``.npy`` connectivity matrices (overrides generation).
+        generator: connectivity generator (default: NormalGenerator, 50 neurons, glorot std 5).
         n_networks: networks to generate.
-        n_neurons: neurons per generated network (even).
-        mean: mean weight of the generator.
-        std: weight standard deviation (divided by sqrt(n_neurons) when ``glorot``).
-        sparsity: fraction of absent edges (0.5–1).
-        glorot: glorot scaling of the weights.
+        root: folder of ``.pt``/``.npy`` connectivity matrices (used instead of generating).
         batch_size: networks per batch.
-        seed: generator seed.
     """
 
-    def __init__(self, root: str | None = None, n_networks: int = 10, n_neurons: int = 50,
-                 mean: float = 0.0, std: float = 5.0, sparsity: float = 0.5,
-                 glorot: bool = True, batch_size: int = 10, seed: int = 0) -> None:
+    def __init__(self, generator: ConnectivityGenerator = DEFAULT_GENERATOR,
+                 n_networks: int = 10, root: str | None = None, batch_size: int = 10) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if n_networks < 1 or batch_size < 1:
+            raise ValueError(f"data.n_networks and data.batch_size must be ≥ 1, got "
+                             f"{n_networks} and {batch_size}")
+        self.generator = generator
+        self.n_networks = n_networks
+        self.root = root
+        self.batch_size = batch_size
         self.networks: list[Data] = []
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
-        if hp.root is not None:
-            if not Path(hp.root).is_dir():
-                raise FileNotFoundError(f"data.root: {hp.root} is not a folder of connectivity "
-                                        f"matrices (.pt/.npy)")
-            self.networks = list(ConnectivityDataset(hp.root))
+        if self.networks:
+            return
+        if self.root is not None:
+            if not Path(self.root).is_dir():
+                raise FileNotFoundError(f"data.root: {self.root} is not a folder of "
+                                        f"connectivity matrices (.pt/.npy)")
+            self.networks = list(ConnectivityDataset(self.root))
         else:
-            generator = NormalGenerator(hp.n_neurons, hp.mean, hp.std, sparsity=hp.sparsity,
-                                        glorot=hp.glorot, seed=hp.seed)
-            self.networks = generator.generate(hp.n_networks)
+            self.networks = self.generator.generate(self.n_networks)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.networks, batch_size=self.hparams.batch_size, shuffle=False)
+        return DataLoader(self.networks, batch_size=self.batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self.train_dataloader()

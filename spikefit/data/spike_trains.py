@@ -1,0 +1,199 @@
+"""LightningDataModule serving a recorded (or simulated) raster as time chunks for likelihood
+fits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch_geometric.data import Data
+
+from spikefit.datasets import dense_to_graph
+from spikefit.datasets.files import load_tensor
+from spikefit.io import Recording, read_recording
+from spikefit.io.recording import check_counts
+
+Chunk = dict[str, torch.Tensor | int | float]
+
+
+class SpikeChunks(Dataset):
+    """Bins ``first .. stop-1`` of a raster in chunks of ``chunk_bins`` bins. Item k is a dict:
+
+    - ``spikes`` [N, H_k + S_k]: the chunk's S_k bins preceded by its H_k ≤ ``history_bins``
+      bins of history (fewer at the start of the recording, before which all is silent);
+    - ``start``: time (bin index in the recording) of column 0;
+    - ``bins``: S_k, the bins whose likelihood the chunk holds (its last S_k columns);
+    - ``weight``: 1, or 0 for the ``n_padding`` empty copies appended so that every process
+      of a distributed run gets as many chunks as the others without counting any twice.
+    """
+
+    def __init__(self, spikes: torch.Tensor, first: int, stop: int, chunk_bins: int,
+                 history_bins: int, n_padding: int = 0) -> None:
+        self.spikes = spikes
+        self.history_bins = history_bins
+        self.bounds = [(a, min(a + chunk_bins, stop)) for a in range(first, stop, chunk_bins)]
+        self.n_padding = n_padding
+
+    def __len__(self) -> int:
+        return len(self.bounds) + self.n_padding
+
+    def __getitem__(self, index: int) -> Chunk:
+        a, b = self.bounds[index % len(self.bounds)]
+        start = max(0, a - self.history_bins)
+        return {"spikes": self.spikes[:, start:b], "start": start, "bins": b - a,
+                "weight": float(index < len(self.bounds))}
+
+
+def as_list(chunks: list[Chunk]) -> list[Chunk]:
+    """Collates a batch of chunks of different lengths as a list."""
+    return chunks
+
+
+class SpikeTrainDataModule(L.LightningDataModule):
+    """Recorded spikes for :class:`~spikefit.tasks.LikelihoodFit`: a training and a held-out
+    part of the recording (in time), served as chunks of ``chunk_bins`` bins that carry the
+    model's history, so no bin loses its history. Under DDP each process gets its own shard
+    of chunks.
+
+    Args:
+        path: a recording in any format :func:`spikefit.io.read_recording` reads (a phy
+            folder, ``.npz`` spike times, ``.nwb``, a ``.npy``/``.pt`` [N, T] raster).
+        dt_ms: bin width in ms (the model's step).
+        spikes: instead of ``path``, a [N, T] raster of counts or a :class:`Recording`.
+        unit_ids: keep these units (in this order).
+        min_rate_hz: keep units firing at ≥ this rate.
+        t_start_s: start of the time range used, in seconds.
+        t_stop_s: end of the time range used, in seconds.
+        network: the known (e.g. simulated) network: a ``.pt``/``.npy`` dense [N, N] matrix
+            indexed [pre, post], a dense tensor or a ``Data``. Ground truth for the edge
+            metrics, and the graph for ``coupling="graph"`` or ``"fixed"``.
+        heldout_fraction: last fraction of the bins held out (0 for none).
+        chunk_bins: bins per chunk (bounds the memory of one likelihood evaluation).
+        chunks_per_batch: chunks per training batch; None gives each process all its chunks
+            in one batch (full-batch solvers such as L-BFGS).
+        history_bins: history carried by each chunk; None asks the task being fitted
+            (its model's memory).
+    """
+
+    def __init__(self, path: str | None = None, dt_ms: float = 1.0,
+                 spikes: torch.Tensor | Recording | None = None,
+                 unit_ids: list[int] | None = None, min_rate_hz: float | None = None,
+                 t_start_s: float | None = None, t_stop_s: float | None = None,
+                 network: str | torch.Tensor | Data | None = None,
+                 heldout_fraction: float = 0.2, chunk_bins: int = 20_000,
+                 chunks_per_batch: int | None = None, history_bins: int | None = None) -> None:
+        super().__init__()
+        if (path is None) == (spikes is None):
+            raise ValueError("data: give exactly one of path (a recording file or folder) "
+                             "and spikes (a [N, T] raster or a Recording)")
+        if not 0 <= heldout_fraction < 1:
+            raise ValueError(f"data.heldout_fraction must lie in [0, 1), got {heldout_fraction}")
+        if chunk_bins < 1 or (chunks_per_batch is not None and chunks_per_batch < 1):
+            raise ValueError(f"data.chunk_bins and data.chunks_per_batch must be ≥ 1, got "
+                             f"{chunk_bins} and {chunks_per_batch}")
+        self.save_hyperparameters(ignore=["spikes", "network"])
+        self.source = spikes
+        self.network_source = network
+        self.recording: Recording | None = None
+        self.network: Data | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.recording is not None:
+            return
+        hp = self.hparams
+        if hp.path is not None:
+            selection = {key: hp[key] for key in ("unit_ids", "min_rate_hz", "t_start_s",
+                                                  "t_stop_s") if hp[key] is not None}
+            recording = read_recording(hp.path, hp.dt_ms, **selection)
+        elif isinstance(self.source, Recording):
+            recording = self.source
+        else:
+            raster = torch.as_tensor(self.source)
+            check_counts(raster.numpy(), "data.spikes")
+            recording = Recording(raster, hp.dt_ms, list(range(len(raster))))
+        if not math.isclose(recording.dt, hp.dt_ms):
+            raise ValueError(f"data: the recording is binned at {recording.dt:g} ms but "
+                             f"dt_ms is {hp.dt_ms:g} ms")
+        self.recording = recording
+        self.network = self._load_network(self.network_source)
+        if self.network is not None and self.network.num_nodes != self.n_neurons:
+            raise ValueError(f"data.network has {self.network.num_nodes} neurons but the "
+                             f"recording has {self.n_neurons} units; give the [N, N] matrix "
+                             f"of the recorded units")
+        if hp.heldout_fraction > 0 and self.n_train_bins in (0, self.recording.n_bins):
+            raise ValueError(f"data.heldout_fraction={hp.heldout_fraction} of "
+                             f"{self.recording.n_bins} bins leaves no training or held-out bin")
+
+    @staticmethod
+    def _load_network(network: str | torch.Tensor | Data | None) -> Data | None:
+        if network is None or isinstance(network, Data):
+            return network
+        if isinstance(network, str | Path):
+            path = Path(network)
+            if not path.is_file():
+                raise FileNotFoundError(f"data.network: {path}: no such file (expected a "
+                                        f".pt or .npy [N, N] connectivity matrix)")
+            network = load_tensor(path, "a dense [N, N] connectivity matrix")
+        if network.dim() != 2 or network.shape[0] != network.shape[1]:
+            raise ValueError(f"data.network must be a square [N, N] matrix indexed [pre, post], "
+                             f"got shape {list(network.shape)}")
+        if not torch.isfinite(network).all():
+            raise ValueError("data.network holds NaN or infinite weights")
+        return dense_to_graph(network.float().fill_diagonal_(0))
+
+    # ------------------------------------------------------------------ facts for the task
+    @property
+    def spikes(self) -> torch.Tensor:
+        """The whole raster [N, T] (float32 counts)."""
+        return self.recording.spikes
+
+    @property
+    def n_neurons(self) -> int:
+        return self.recording.n_units
+
+    @property
+    def dt_ms(self) -> float:
+        return self.recording.dt
+
+    @property
+    def n_train_bins(self) -> int:
+        return round(self.recording.n_bins * (1 - self.hparams.heldout_fraction))
+
+    @property
+    def train_rates(self) -> torch.Tensor:
+        """[N] mean spike count per bin of each neuron on the training bins."""
+        return self.spikes[:, :self.n_train_bins].mean(dim=1)
+
+    # ------------------------------------------------------------------ loaders
+    def _chunks(self, first: int, stop: int) -> SpikeChunks:
+        history = self.hparams.history_bins
+        if history is None:
+            if self.trainer is None:
+                raise ValueError("data.history_bins is needed outside a Trainer (the task "
+                                 "fitted under a Trainer gives its model's memory)")
+            history = self.trainer.lightning_module.history_bins
+        n_chunks = math.ceil((stop - first) / self.hparams.chunk_bins)
+        return SpikeChunks(self.spikes, first, stop, self.hparams.chunk_bins, history,
+                           n_padding=-n_chunks % self.world_size)
+
+    @property
+    def world_size(self) -> int:
+        """Processes sharing the chunks (1 outside a Trainer)."""
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def train_dataloader(self) -> DataLoader:
+        chunks = self._chunks(0, self.n_train_bins)
+        per_batch = self.hparams.chunks_per_batch
+        return DataLoader(chunks, batch_size=per_batch or len(chunks) // self.world_size,
+                          shuffle=per_batch is not None, collate_fn=as_list)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """Loader 0: the training bins; loader 1 (if any): the held-out bins."""
+        parts = [(0, self.n_train_bins)]
+        if self.n_train_bins < self.recording.n_bins:
+            parts.append((self.n_train_bins, self.recording.n_bins))
+        return [DataLoader(self._chunks(*part), batch_size=1, collate_fn=as_list)
+                for part in parts]

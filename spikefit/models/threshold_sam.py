@@ -65,10 +65,12 @@ class ThresholdSAM(SAModel):
             P(X = 1) = (1 - \rho)\,[g_0 > \theta]
                        + \rho\,\Phi\!\left(\frac{g_0 - \theta}{|b|\sigma}\right)
 
-        The step's gradient is a surrogate: that of a sigmoid of width :math:`|b|\sigma`."""
+        The step's gradient is a surrogate, the fast sigmoid's
+        :math:`\tfrac{1}{2} w / (w + |g_0 - \theta|)^2` with :math:`w = |b|\sigma`, whose heavy
+        tails still point neurons far from threshold the right way (SuperSpike)."""
         margin = input - self.theta
         width = (self.b.abs() * self.sigma).clamp(min=1e-12)
-        surrogate = torch.sigmoid(margin / width)
+        surrogate = 0.5 * margin / (width + margin.abs())
         step = (margin > 0).float() + surrogate - surrogate.detach()
         noisy = 0.5 * (1 + torch.erf(margin / (width * math.sqrt(2))))
         return (1 - self.rho) * step + self.rho * noisy

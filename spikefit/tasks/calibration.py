@@ -200,12 +200,13 @@ class RateCalibration(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.trainer.callback_metrics
-        tolerance = self.hparams.tolerance
-        errors = []
-        for name, target in self.target_rates.items():
-            target = torch.tensor(target).mean().item()
-            errors.append(abs(float(metrics[f"val/rate_hz/{name}"]) - target) / target)
-        self.converged = bool(errors) and max(errors) <= tolerance
+        for name, value in self.achieved.items():  # averaged over processes under DDP
+            if not isinstance(value, list):
+                self.achieved[name] = float(metrics[f"val/rate_hz/{name}"])
+        errors = [abs(torch.tensor(self.achieved[name]).mean().item() - torch.tensor(target)
+                      .mean().item()) / torch.tensor(target).mean().item()
+                  for name, target in self.target_rates.items()]
+        self.converged = bool(errors) and max(errors) <= self.hparams.tolerance
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
@@ -246,7 +247,7 @@ class RateCalibration(L.LightningModule):
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero or self.last_spikes is None:
             return
-        log_dir = Path(self.trainer.log_dir or ".")
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         for name, figure in self.figures().items():
             figure.savefig(log_dir / f"{name}.png", dpi=120, bbox_inches="tight")

@@ -41,6 +41,8 @@ class SpikeChunks(Dataset):
         return len(self.bounds) + self.n_padding
 
     def __getitem__(self, index: int) -> Chunk:
+        if not 0 <= index < len(self):
+            raise IndexError(f"chunk {index} of {len(self)}")
         a, b = self.bounds[index % len(self.bounds)]
         start = max(0, a - self.history_bins)
         return {"spikes": self.spikes[:, start:b], "start": start, "bins": b - a,

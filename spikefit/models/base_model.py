@@ -161,8 +161,19 @@ class BaseModel(MessagePassing):
         filtered by the coupling kernel."""
         return self.causal_filter(spikes, self.coupling_kernel())
 
-    def input_from_spikes(self, data: Data, spikes: torch.Tensor,
-                          start: int = 0) -> torch.Tensor:
+    def spike_traces(self, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The history terms of the input, [K, N, S] each: the presynaptic traces and the
+        spikes filtered by the self kernel (None without one)."""
+        spikes = spikes.float()
+        ref = self.self_kernel()
+        own = None if ref is None else self.causal_filter(spikes, ref)
+        return self.presynaptic_trace(spikes), own
+
+    def input_from_spikes(self, data: Data | None, spikes: torch.Tensor, start: int = 0,
+                          coupling: torch.Tensor | None = None,
+                          self_scale: torch.Tensor | None = None,
+                          traces: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                          ) -> torch.Tensor:
         r"""Inputs :math:`g(t)` for every step of a given raster, all steps in parallel
         (teacher forcing): the presynaptic traces, one sparse product with :math:`W_0`, the
         self kernel, then the noise-free background and the stimulus. Differentiable in the
@@ -172,24 +183,31 @@ class BaseModel(MessagePassing):
             data: the network(s).
             spikes: [K, N, S] spike counts of steps ``start .. start+S-1``.
             start: time of the first column (stimulus time).
+            coupling: dense weights [N, N] indexed [pre, post], used instead of the network's
+                W0 and differentiable (e.g. weights being fitted); ``data`` may then be None.
+            self_scale: [N] factor on each neuron's self (refractory) kernel.
+            traces: :meth:`spike_traces` of ``spikes``, when already computed.
 
         Returns:
             g [K, N, S]: column s is the input of step start+s given the steps before it
             (spikes before the raster count as silent).
         """
         n_trials, n, steps = spikes.shape
-        spikes = spikes.float()
-        trace = self.presynaptic_trace(spikes)
-        post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(), (n, n),
-                                              check_invariants=True)
-        coupled = torch.sparse.mm(post_by_pre, trace.transpose(0, 1).reshape(n, -1))
-        g = self.recurrence() * coupled.view(n, n_trials, steps).transpose(0, 1)
-        ref = self.self_kernel()
-        if ref is not None:
-            g = g + self.causal_filter(spikes, ref)
-        times = torch.arange(start, start + steps, device=spikes.device)
-        background = self.background_input((n_trials, steps, n), noise=False)
-        return g + (self.stimulus_block(times, n) + background).transpose(-1, -2)
+        trace, own = self.spike_traces(spikes) if traces is None else traces
+        if coupling is None:
+            post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(),
+                                                  (n, n), check_invariants=True)
+            coupled = torch.sparse.mm(post_by_pre, trace.transpose(0, 1).reshape(n, -1))
+            g = self.recurrence() * coupled.view(n, n_trials, steps).transpose(0, 1)
+        else:
+            g = (trace.transpose(-1, -2) @ (self.recurrence() * coupling)).transpose(-1, -2)
+        if own is not None:
+            g = g + (own if self_scale is None else self_scale.unsqueeze(-1) * own)
+        drive = self.background_input((n_trials, steps, n), noise=False)
+        if self.stimulus is not None:
+            times = torch.arange(start, start + steps, device=spikes.device)
+            drive = drive + self.stimulus_block(times, n)
+        return g + drive.expand(n_trials, steps, n).transpose(-1, -2)
 
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
         """Expected spike count per step given the noise-free input (default: the

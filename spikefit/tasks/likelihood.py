@@ -1,0 +1,417 @@
+"""Maximum-likelihood fits of spiking network models to recorded spikes."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.data import Data
+from torchmetrics import SumMetric
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_roc,
+)
+from torchmetrics.functional.regression import pearson_corrcoef
+
+from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
+from spikefit.datasets import graph_to_dense
+from spikefit.models import BaseModel
+from spikefit.tasks.calibration import DEFAULT_MODEL
+from spikefit.tasks.observation import Observations, observations_of
+from spikefit.tasks.regularizers import Regularizer
+from spikefit.tasks.solvers import LBFGS, Solver
+
+COUPLINGS = ("dense", "graph", "fixed", "none")
+SPLITS = ("train", "heldout")
+SUMS = ("log_likelihood", "baseline", "spikes", "bins")
+
+
+class LikelihoodFit(L.LightningModule):
+    r"""Fits ``model`` to recorded spikes X [N, T] by maximum likelihood.
+
+    .. math::
+        \log p(X) = \sum_t \sum_i \log P\big(X_i(t) \mid \mu_i(t)\big), \qquad
+        \mu = \mathrm{non\_linearity}(g)
+
+    where :math:`g(t)` is computed from the *recorded* history (teacher forcing), so all bins
+    are evaluated in parallel, in the data module's time chunks:
+
+    .. math::
+        g_i(t) = r \sum_j W_{ji} (X_j * c)(t) + s_i (X_i * \mathrm{ref}_i)(t) + b_i
+                 + \mathcal{E}_i(t)
+
+    (for synaptic-activation models :math:`X * c` is the activation s(t-1)). The objective is
+    the mean negative log-likelihood per neuron and bin, plus the ``regularizer`` on W.
+    Bernoulli (BernoulliGLM) or Poisson (PoissonGLM, RectifiedLNP, RectifiedSAM) emission.
+
+    Args:
+        model: the spiking network model; its parameters are the starting point.
+        fit: names of model parameters to fit (shared scalars), e.g. ``["theta"]``.
+        per_neuron: names of model parameters to fit with one value per neuron (thresholds,
+            biases, gains of the non-linearity), e.g. ``["theta"]`` or ``["b"]``.
+        coupling: the coupling weights W: ``"dense"`` fits all N(N-1) pairs, ``"graph"`` the
+            edges of the data's network, both from 0; ``"fixed"`` keeps the network's
+            weights, ``"none"`` leaves the neurons uncoupled.
+        refractory_scale: fit a factor :math:`s_i` per neuron on the model's self
+            (refractory) kernel, whose shape stays fixed.
+        observation: emission distribution (default: the one the model emits from).
+        regularizer: penalty on the fitted coupling weights (L1 or L2).
+        solver: :class:`~spikefit.tasks.solvers.LBFGS` (full batch, the default) or
+            :class:`~spikefit.tasks.solvers.Adam` (time chunks).
+    """
+
+    def __init__(self, model: BaseModel = DEFAULT_MODEL, fit: list[str] | None = None,
+                 per_neuron: list[str] | None = None, coupling: str = "dense",
+                 refractory_scale: bool = False, observation: Observations | None = None,
+                 regularizer: Regularizer | None = None,
+                 solver: Solver | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
+        self.automatic_optimization = False
+        fit, per_neuron = list(fit or []), list(per_neuron or [])
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+        available = model.tunable_parameters
+        unknown = [name for name in fit + per_neuron if name not in available]
+        if unknown:
+            raise ValueError(f"fit/per_neuron: {unknown} not among the parameters of "
+                             f"{type(model).__name__}: {sorted(available)}")
+        self.fitted = list(dict.fromkeys(fit + per_neuron))
+        self.fits_coupling = coupling in ("dense", "graph")
+        if self.fits_coupling and "r" in self.fitted:
+            raise ValueError("fit: r scales the coupling weights that coupling="
+                             f"{coupling!r} fits (only r·W is identifiable); fit one of them")
+        if refractory_scale and model.self_kernel() is None:
+            raise ValueError(f"refractory_scale: {type(model).__name__} has no self "
+                             f"(refractory) kernel to scale")
+        if not (self.fitted or self.fits_coupling or refractory_scale):
+            raise ValueError("nothing to fit: name parameters in fit/per_neuron, fit the "
+                             "coupling ('dense' or 'graph') or set refractory_scale")
+        self.observation = observation if observation is not None else observations_of(model)
+        self.model = model
+        self.model.requires_grad_(False)
+        self.regularizer = regularizer
+        self.solver = solver if solver is not None else LBFGS()
+        self.sums = nn.ModuleList([nn.ModuleDict({key: SumMetric() for key in SUMS})
+                                   for _ in SPLITS])
+        self.n_neurons = 0
+        self.refractory_scale: nn.Parameter | None = None
+        self.results: dict = {}
+        self.converged = False
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def history_bins(self) -> int:
+        """Bins of history a bin's input depends on (the model's memory)."""
+        return self.model.memory_steps
+
+    def setup(self, stage: str) -> None:
+        if self.n_neurons:
+            return
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, SpikeTrainDataModule):
+            raise ValueError("LikelihoodFit needs a SpikeTrainDataModule (trainer.fit(task, "
+                             "datamodule=SpikeTrainDataModule(...)))")
+        if not math.isclose(data.dt_ms, float(self.model.dt), rel_tol=1e-6):
+            raise ValueError(f"data.dt_ms = {data.dt_ms:g} ms but the model's dt is "
+                             f"{float(self.model.dt):g} ms; bin the recording at the model's step")
+        self.observation.check(data.spikes)
+        n = self.n_neurons = data.n_neurons
+        for name in self.hparams.per_neuron or []:
+            self._expand(name, n)
+        for name in self.fitted:
+            self.model.get_parameter(name).requires_grad_(True)
+        if self.hparams.refractory_scale:
+            self.refractory_scale = nn.Parameter(torch.ones(n))
+        self._build_coupling(self.hparams.coupling, data.network, n)
+        self.register_buffer("baseline_rates", data.train_rates.clone())
+        true_W0 = None if data.network is None else graph_to_dense(data.network).float()
+        self.register_buffer("true_W0", true_W0)
+        self._probe()
+
+    def _expand(self, name: str, n: int) -> None:
+        """Replaces model parameter ``name`` by one value per neuron [N]."""
+        owner_name, _, leaf = name.rpartition(".")
+        owner = self.model.get_submodule(owner_name)
+        value = getattr(owner, leaf).detach()
+        if value.dim() == 0:
+            value = value.expand(n)
+        if value.shape != (n,):
+            raise ValueError(f"per_neuron: '{name}' has shape {list(value.shape)}; expected a "
+                             f"scalar or one value per neuron [{n}]")
+        setattr(owner, leaf, nn.Parameter(value.clone()))
+
+    def _build_coupling(self, coupling: str, network: Data | None, n: int) -> None:
+        """``edge_index`` [2, E] of the coupled pairs and their ``coupling_weights`` [E]: a
+        parameter (from 0) when fitted, else a buffer."""
+        if coupling in ("graph", "fixed") and network is None:
+            raise ValueError(f"coupling={coupling!r} needs the network: set data.network to "
+                             f"a [N, N] connectivity matrix")
+        if coupling == "dense":
+            edge_index = (~torch.eye(n, dtype=torch.bool)).nonzero().t()
+        elif coupling == "none":
+            edge_index = torch.zeros(2, 0, dtype=torch.long)
+        else:
+            edge_index = network.edge_index
+        self.register_buffer("edge_index", edge_index.clone())
+        if self.fits_coupling:
+            self.coupling_weights = nn.Parameter(torch.zeros(edge_index.shape[1]))
+        else:
+            weights = network.W0 if coupling == "fixed" else torch.zeros(0)
+            self.register_buffer("coupling_weights", weights.float().clone())
+
+    def _probe(self) -> None:
+        """Evaluates the input once on silence, so that parameters that cannot be one per
+        neuron fail here, with their names."""
+        bins = self.history_bins + 2 + (self.history_bins + 2 == self.n_neurons)
+        chunk = {"spikes": torch.zeros(self.n_neurons, bins), "start": 0, "bins": bins}
+        try:
+            rates = self.model.non_linearity(self.chunk_input(chunk))
+        except RuntimeError as error:
+            raise ValueError(f"per_neuron: {self.hparams.per_neuron} cannot all be one value "
+                             f"per neuron in {type(self.model).__name__} ({error})") from None
+        if rates.shape != (bins, self.n_neurons):
+            raise ValueError(f"per_neuron: {self.hparams.per_neuron} give rates of shape "
+                             f"{list(rates.shape)}, expected [bins, N] = "
+                             f"{[bins, self.n_neurons]}")
+
+    # ------------------------------------------------------------------ the likelihood
+    def coupling_matrix(self) -> torch.Tensor:
+        """Coupling weights as a dense [N, N] matrix indexed [pre, post]."""
+        dense = torch.zeros(self.n_neurons, self.n_neurons, device=self.coupling_weights.device)
+        return dense.index_put(tuple(self.edge_index), self.coupling_weights)
+
+    def chunk_input(self, chunk: Chunk, traces: tuple | None = None) -> torch.Tensor:
+        """Input g [S, N] of the chunk's last S bins given the recorded history; ``traces``
+        are the chunk's :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
+        spikes, bins = chunk["spikes"].unsqueeze(0), chunk["bins"]
+        if traces is None:
+            traces = self.model.spike_traces(spikes)
+        traces = tuple(None if t is None else t[..., -bins:] for t in traces)
+        if self.fits_coupling:
+            network, dense = None, self.coupling_matrix()
+        else:
+            network = Data(edge_index=self.edge_index, W0=self.coupling_weights,
+                           num_nodes=self.n_neurons)
+            dense = None
+        first = chunk["start"] + spikes.shape[-1] - bins
+        g = self.model.input_from_spikes(network, spikes[..., -bins:], start=first,
+                                         coupling=dense, self_scale=self.refractory_scale,
+                                         traces=traces)
+        return g[0].t()
+
+    def chunk_log_likelihood(self, chunk: Chunk, traces: tuple | None = None) -> torch.Tensor:
+        """Total log-likelihood (nats) of the chunk's last S bins."""
+        spikes = chunk["spikes"][:, -chunk["bins"]:].t()
+        input = self.chunk_input(chunk, traces)
+        return self.observation.model_log_likelihood(self.model, spikes, input)
+
+    def penalty(self) -> torch.Tensor | float:
+        """The regularizer on the fitted coupling weights (0 without)."""
+        if self.regularizer is None or not self.fits_coupling:
+            return 0.0
+        return self.regularizer(self.coupling_weights)
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.solver.build([p for p in self.parameters() if p.requires_grad])
+
+    def training_step(self, batch: list[Chunk], batch_idx: int) -> None:
+        """One solver step on the batch's chunks. The objective is the mean negative
+        log-likelihood per neuron-bin over the chunks of all processes (plus the penalty);
+        each chunk is evaluated and back-propagated on its own, so the autograd graph stays
+        within one chunk (the kept spike traces take twice the batch's raster)."""
+        optimizer = self.optimizers()
+        strategy = self.trainer.strategy
+        local = sum(chunk["bins"] * chunk["weight"] for chunk in batch) * self.n_neurons
+        size = strategy.reduce(torch.tensor(float(local), device=self.device), reduce_op="sum")
+        scale = self.trainer.world_size / size  # gradients are averaged over processes
+
+        cache: dict[int, tuple] = {}
+
+        def traces(k: int) -> tuple:
+            """Chunk k's spike traces, kept (stored time-major, as the products and the
+            likelihood read them) for the step's later evaluations unless they depend on
+            fitted (kernel) parameters."""
+            if k in cache:
+                return cache[k]
+            found = self.model.spike_traces(batch[k]["spikes"].unsqueeze(0))
+            if any(t is not None and t.requires_grad for t in found):
+                return found
+            cache[k] = tuple(None if t is None else time_major(t) for t in found)
+            return cache[k]
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            total = torch.zeros((), device=self.device)
+            for k, chunk in enumerate(batch):
+                nll = -self.chunk_log_likelihood(chunk, traces(k))
+                loss = nll * (chunk["weight"] * scale) + (self.penalty() if k == 0 else 0.0)
+                self.manual_backward(loss)
+                total += loss.detach()
+            objective = strategy.reduce(total, reduce_op="mean")
+            if not torch.isfinite(objective):
+                raise FloatingPointError(
+                    f"the negative log-likelihood became {objective.item()} at step "
+                    f"{self.global_step}: check the starting parameters, the observation "
+                    f"floor or the learning rate")
+            return objective
+
+        objective, self.converged = self.solver.step(optimizer, closure)
+        self.log("train/objective", objective, prog_bar=True, batch_size=1)
+        for name in self.fitted:
+            self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
+        if self.converged:
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: list[Chunk], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        sums = self.sums[dataloader_idx]
+        for chunk in batch:
+            spikes = chunk["spikes"][:, -chunk["bins"]:].t()
+            weight = chunk["weight"]
+            baseline = self.baseline_rates.expand_as(spikes)
+            sums["log_likelihood"].update(self.chunk_log_likelihood(chunk) * weight)
+            sums["baseline"].update(self.observation.log_likelihood(spikes, baseline) * weight)
+            sums["spikes"].update(spikes.sum() * weight)
+            sums["bins"].update(spikes.numel() * weight)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            for sums in self.sums:
+                for metric in sums.values():
+                    metric.reset()
+            return
+        for split, sums in zip(SPLITS, self.sums, strict=True):
+            if not sums["bins"].update_called:
+                continue
+            total = {key: float(metric.compute()) for key, metric in sums.items()}
+            for metric in sums.values():
+                metric.reset()
+            per_bin = total["log_likelihood"] / total["bins"]
+            bits = (total["log_likelihood"] - total["baseline"]) / (total["spikes"] * math.log(2))
+            self.results.setdefault("log_likelihood_per_bin", {})[split] = per_bin
+            self.results.setdefault("bits_per_spike", {})[split] = bits
+            self.log(f"{split}/log_likelihood_per_bin", per_bin, sync_dist=True)
+            self.log(f"{split}/bits_per_spike", bits, sync_dist=True)
+        for name, value in self.edge_metrics().items():
+            self.results[name] = value
+            self.log(f"edges/{name}", value, sync_dist=True)
+
+    def edge_metrics(self) -> dict[str, float]:
+        """Against the true network: AUROC and average precision of |W| for detecting its
+        edges among all N(N-1) pairs (coupling="dense"), and the Pearson correlation of the
+        fitted with the true weights (on all pairs, or on the graph's edges)."""
+        if self.true_W0 is None or not self.fits_coupling:
+            return {}
+        fitted, truth = self._compared_weights()
+        metrics = {"weight_correlation": float(pearson_corrcoef(fitted, truth))}
+        labels = (truth != 0).long()
+        if self.hparams.coupling == "dense" and 0 < int(labels.sum()) < len(labels):
+            metrics["edge_auroc"] = float(binary_auroc(fitted.abs(), labels))
+            metrics["edge_average_precision"] = float(
+                binary_average_precision(fitted.abs(), labels))
+        return metrics
+
+    def _compared_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fitted and true weights [E] of the fitted pairs."""
+        pre, post = self.edge_index
+        return self.coupling_weights.detach(), self.true_W0[pre, post]
+
+    # ------------------------------------------------------------------ report
+    def on_fit_start(self) -> None:
+        self.started = time.perf_counter()
+
+    def summary(self) -> dict:
+        """What the fit achieved, as written to ``summary.json`` (log-likelihoods in nats per
+        neuron per bin)."""
+        parameters = {name: self.model.get_parameter(name).tolist() for name in self.fitted}
+        if self.refractory_scale is not None:
+            parameters["refractory_scale"] = self.refractory_scale.tolist()
+        return {
+            "task": "likelihood",
+            "model": type(self.model).__name__,
+            "observation": self.observation.name,
+            "solver": type(self.solver).__name__,
+            "coupling": self.hparams.coupling,
+            "n_neurons": self.n_neurons,
+            "log_likelihood_per_bin": self.results.get("log_likelihood_per_bin", {}),
+            "bits_per_spike": self.results.get("bits_per_spike", {}),
+            "parameters": parameters,
+            **{key: value for key, value in self.results.items()
+               if key not in ("log_likelihood_per_bin", "bits_per_spike")},
+            "converged": self.converged,
+            "wall_time_s": time.perf_counter() - self.started,
+        }
+
+    def on_fit_end(self) -> None:
+        log_dir = Path(self.trainer.log_dir or ".")  # a collective under DDP: every rank
+        if not self.trainer.is_global_zero:
+            return
+        summary = self.summary()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        np.save(log_dir / "fitted_W0.npy", self.coupling_matrix().detach().cpu().numpy())
+        if self.true_W0 is not None and self.fits_coupling:
+            self.plot_coupling().savefig(log_dir / "coupling.png", dpi=120, bbox_inches="tight")
+        print(self.describe(summary) + f"\nsummary: {log_dir / 'summary.json'}")
+
+    @staticmethod
+    def describe(summary: dict) -> str:
+        """A short human summary of ``summary``."""
+        ll, bits = summary["log_likelihood_per_bin"], summary["bits_per_spike"]
+        lines = [f"\nspikefit likelihood fit of {summary['model']} ({summary['observation']}, "
+                 f"{summary['solver']}, coupling {summary['coupling']}) on "
+                 f"{summary['n_neurons']} neurons: "
+                 f"{'converged' if summary['converged'] else 'stopped'} after "
+                 f"{summary['wall_time_s']:.1f} s"]
+        for split in SPLITS:
+            if split in ll:
+                lines.append(f"  {split}: log-likelihood {ll[split]:.6f} nats/neuron/bin, "
+                             f"{bits[split]:.4f} bits/spike over the homogeneous baseline")
+        for name, value in summary["parameters"].items():
+            values = np.atleast_1d(np.asarray(value))
+            spread = f" ± {values.std():.4g} over {values.size}" if values.size > 1 else ""
+            lines.append(f"  {name} = {values.mean():.4g}{spread}")
+        for name in ("edge_auroc", "edge_average_precision", "weight_correlation"):
+            if name in summary:
+                lines.append(f"  {name.replace('_', ' ')}: {summary[name]:.4f}")
+        return "\n".join(lines)
+
+    def plot_coupling(self):
+        """Figure: fitted against true weights, and the ROC curve of |W| for edge detection."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fitted, truth = (w.cpu() for w in self._compared_weights())
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+        left.scatter(truth, fitted, s=4, alpha=0.5)
+        low, high = float(min(truth.min(), fitted.min())), float(max(truth.max(), fitted.max()))
+        left.plot([low, high], [low, high], color="grey", lw=0.8)
+        left.set(xlabel="true weight", ylabel="fitted weight",
+                 title=f"r = {self.results.get('weight_correlation', math.nan):.3f}")
+        labels = (truth != 0).long()
+        if "edge_auroc" in self.results:
+            fpr, tpr, _ = binary_roc(fitted.abs(), labels)
+            right.plot(fpr, tpr)
+            right.set_title(f"edge detection, AUROC = {self.results['edge_auroc']:.3f}")
+        right.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        right.set(xlabel="false positive rate", ylabel="true positive rate")
+        figure.tight_layout()
+        return figure
+
+
+def time_major(trace: torch.Tensor) -> torch.Tensor:
+    """``trace`` [K, N, S] stored with the neurons of a step next to each other."""
+    return trace.transpose(-1, -2).contiguous().transpose(-1, -2)

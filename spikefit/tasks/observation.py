@@ -1,0 +1,106 @@
+"""Observation models: the log-probability of recorded spike counts given the model's rate."""
+
+from __future__ import annotations
+
+import torch
+
+from spikefit.models import BaseModel, BernoulliGLM, PoissonGLM
+
+
+class Observations:
+    """Emission distribution of spike counts X given the expected count (or probability)
+    per step that the model's non-linearity returns.
+
+    Args:
+        floor: smallest rate (or probability) used in a logarithm, so that a spike where the
+            model predicts none costs log(floor) instead of -inf.
+    """
+
+    name = ""
+
+    def __init__(self, floor: float = 1e-8) -> None:
+        if not 0 < floor < 1:
+            raise ValueError(f"floor must lie in (0, 1), got {floor}")
+        self.floor = floor
+
+    def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        """Total log P(X | rate) over all elements of ``spikes`` (nats)."""
+        raise NotImplementedError
+
+    def model_log_likelihood(self, model: BaseModel, spikes: torch.Tensor,
+                             input: torch.Tensor) -> torch.Tensor:
+        """Total log-likelihood of ``spikes`` given the model's ``input`` g (by default through
+        its non-linearity; an observation model may use a stabler form of the link)."""
+        return self.log_likelihood(spikes, model.non_linearity(input))
+
+    def check(self, spikes: torch.Tensor) -> None:
+        """Raises ValueError if ``spikes`` cannot come from this distribution."""
+
+
+class BernoulliObservations(Observations):
+    r"""At most one spike per step. With the hazard :math:`h = -\log(1 - p)`,
+
+    .. math::
+        \log P = X \log(1 - e^{-h}) - (1 - X)\,h
+
+    summed as :math:`-\sum h + \sum_{X=1} [h + \log(1 - e^{-h})]`, so the logarithm is taken
+    at the spikes only; models with a :meth:`~spikefit.models.BaseModel.hazard` (BernoulliGLM:
+    :math:`h = \mathrm{softplus}(g - \theta)` for Δt = 1) give it without rounding p.
+    """
+
+    name = "bernoulli"
+
+    def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        most = 1 - torch.finfo(rate.dtype).eps
+        return self.from_hazard(spikes, -torch.log1p(-rate.clamp(max=most)))
+
+    def model_log_likelihood(self, model: BaseModel, spikes: torch.Tensor,
+                             input: torch.Tensor) -> torch.Tensor:
+        if model.hazard is None:
+            return super().model_log_likelihood(model, spikes, input)
+        return self.from_hazard(spikes, model.hazard(input))
+
+    def from_hazard(self, spikes: torch.Tensor, hazard: torch.Tensor) -> torch.Tensor:
+        """Total log-likelihood from the hazard h [same shape as ``spikes``]."""
+        fired = hazard[spikes > 0]
+        spike_terms = torch.log(-torch.expm1(-fired.clamp(min=self.floor))) + fired
+        return spike_terms.sum() - hazard.sum()
+
+    def check(self, spikes: torch.Tensor) -> None:
+        most = float(spikes.max())
+        if most > 1:
+            raise ValueError(f"the recording holds up to {most:g} spikes in one bin but the "
+                             f"Bernoulli observation model allows at most 1: bin it at a finer "
+                             f"dt_ms or fit a Poisson model")
+
+
+class PoissonObservations(Observations):
+    r"""Spike counts: :math:`\log P = X \log\mu - \mu - \log X!`, with the logarithm taken
+    at the spikes only and :math:`\mu \ge \mathrm{floor}` there."""
+
+    name = "poisson"
+
+    def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+        fired = spikes > 0
+        counts = spikes[fired]
+        spike_terms = counts * torch.log(rate[fired].clamp(min=self.floor))
+        return spike_terms.sum() - rate.sum() - torch.lgamma(counts + 1).sum()
+
+
+def observations_of(model: BaseModel) -> Observations:
+    """The observation model matching ``model``'s spike emission: Bernoulli for BernoulliGLM,
+    Poisson for the Poisson emitters (PoissonGLM, RectifiedLNP, RectifiedSAM).
+
+    Raises ValueError for a model whose emission has no likelihood (ThresholdSAM) or is not
+    a built-in one (then pass the observation model explicitly).
+    """
+    emit = type(model).emit_spikes
+    if emit is BernoulliGLM.emit_spikes:
+        return BernoulliObservations()
+    if emit is PoissonGLM.emit_spikes:
+        return PoissonObservations()
+    raise ValueError(
+        f"model: {type(model).__name__} has no likelihood spikefit knows (its emit_spikes is "
+        f"neither the Bernoulli of BernoulliGLM nor the Poisson of PoissonGLM, RectifiedLNP "
+        f"and RectifiedSAM; ThresholdSAM's threshold emission is deterministic); fit one of "
+        f"those, or pass observation=BernoulliObservations() or PoissonObservations()")

@@ -1,0 +1,39 @@
+"""Penalties on the fitted coupling weights, added to the mean negative log-likelihood."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Regularizer:
+    """A penalty on the coupling weights, in the units of the objective (nats per neuron per
+    bin).
+
+    Args:
+        strength: weight λ of the penalty (≥ 0).
+    """
+
+    def __init__(self, strength: float) -> None:
+        if not (math.isfinite(strength) and strength >= 0):
+            raise ValueError(f"strength must be a finite number ≥ 0, got {strength}")
+        self.strength = strength
+
+    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class L1(Regularizer):
+    r"""Lasso: :math:`\lambda \sum_e |W_e|` (sparse couplings; non-smooth at 0, so prefer the
+    Adam solver)."""
+
+    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
+        return self.strength * weights.abs().sum()
+
+
+class L2(Regularizer):
+    r"""Ridge: :math:`\lambda \sum_e W_e^2`."""
+
+    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
+        return self.strength * weights.square().sum()

@@ -1,0 +1,219 @@
+"""Likelihood fits: hand-computed likelihoods, parameter and coupling recovery, solvers, DDP,
+outputs and bad input."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from spikefit.data import SpikeTrainDataModule
+from spikefit.datasets import NormalGenerator, graph_to_dense
+from spikefit.io import write_spike_times
+from spikefit.models import BernoulliGLM, PoissonGLM, ThresholdSAM
+from spikefit.tasks import L2, LBFGS, Adam, LikelihoodFit
+from spikefit.tasks.calibration import SEED_INTRODUCTION
+
+TINY_GLM = dict(theta=1.0, dt=1, coupling_window=2, alpha=0.5, abs_ref_scale=1,
+                abs_ref_strength=-2.0, rel_ref_scale=1, rel_ref_strength=-1.0, beta=0.3, r=1.0)
+TINY_W0 = torch.tensor([[0.0, 2.0], [-1.0, 0.0]])  # 0 → 1: 2, 1 → 0: -1 ([pre, post])
+TINY_X = torch.tensor([[1, 0, 1, 0, 0, 1],
+                       [0, 1, 0, 0, 1, 0]], dtype=torch.float32)
+
+
+def trainer(root: Path, **options) -> L.Trainer:
+    settings = dict(max_epochs=20, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False,
+                    num_sanity_val_steps=0, default_root_dir=root)
+    return L.Trainer(**(settings | options))
+
+
+def simulate(model_class, parameters: dict, n: int, steps: int, seed: int, std: float = 5.0):
+    network = NormalGenerator(n, mean=0, std=std, glorot=True, seed=seed).generate(1)[0]
+    spikes = model_class(**parameters).simulate(network, steps, seed=seed + 1, verbose=False)
+    return network, spikes
+
+
+def test_log_likelihood_equals_hand_computation(tmp_path):
+    # kernels: c(0) = 1, c(1) = e^-0.5; ref(0) = -2 (absolute), ref(1) = -1·e^0 = -1
+    e = math.exp(-0.5)
+    g = [[0.0, -2.0, -1 - 1, -2 - e, -1.0, -1.0],     # neuron 0: own history + (-1)·neuron 1
+         [0.0, 2.0, -2 + 2 * e, -1 + 2, 2 * e, -2.0]]  # neuron 1: own history + 2·neuron 0
+    expected = 0.0
+    for i in range(2):
+        for t in range(6):
+            p = 1 / (1 + math.exp(-(g[i][t] - 1.0)))  # sigmoid(g - theta)·dt, dt = 1
+            expected += math.log(p) if TINY_X[i, t] else math.log(1 - p)
+    task = LikelihoodFit(BernoulliGLM(**TINY_GLM), fit=["theta"], coupling="fixed")
+    # chunks of 4 bins: the second chunk carries two bins of history
+    data = SpikeTrainDataModule(spikes=TINY_X, network=TINY_W0, heldout_fraction=0,
+                                chunk_bins=4)
+    trainer(tmp_path).validate(task, data)
+    per_bin = task.results["log_likelihood_per_bin"]["train"]
+    assert per_bin * 12 == pytest.approx(expected, abs=1e-5)
+
+
+def test_poisson_log_likelihood_equals_hand_computation(tmp_path):
+    counts = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    model = PoissonGLM(alpha=2.0, beta=0.5, T=1, tau=1.0, dt=1.0, r=1.0, b=0.2)
+    # mu = dt/alpha·exp(beta·g); g(t) = b + W0 · X(t-1) with W0: 0 → 1 weight 1, 1 → 0 weight -1
+    g = [[0.2, 0.2, 0.2 - 3], [0.2, 0.2 + 2, 0.2]]
+    expected = sum(
+        counts[i, t] * math.log(0.5 * math.exp(0.5 * g[i][t])) - 0.5 * math.exp(0.5 * g[i][t])
+        - math.lgamma(counts[i, t] + 1) for i in range(2) for t in range(3))
+    task = LikelihoodFit(model, fit=["b"], coupling="fixed")
+    data = SpikeTrainDataModule(spikes=counts, network=torch.tensor([[0.0, 1.0], [-1.0, 0.0]]),
+                                heldout_fraction=0)
+    trainer(tmp_path).validate(task, data)
+    assert task.results["log_likelihood_per_bin"]["train"] * 6 == pytest.approx(expected,
+                                                                                abs=1e-5)
+
+
+def test_bernoulli_glm_parameters_recovered(tmp_path):
+    # 20 neurons × 60,000 steps at ~7 Hz: ~400 spikes per neuron. A threshold's standard
+    # error is ≈ 1/sqrt(spikes) ≈ 0.05 per neuron (0.011 shared over all neurons), so 0.25 per
+    # neuron and 0.05 for r (which all spikes inform) are about five standard errors.
+    network, spikes = simulate(BernoulliGLM, SEED_INTRODUCTION, 20, 60_000, seed=10)
+    start = SEED_INTRODUCTION | dict(theta=4.0, r=0.5)
+    task = LikelihoodFit(BernoulliGLM(**start), fit=["r"], per_neuron=["theta"],
+                         coupling="fixed")
+    data = SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network),
+                                chunk_bins=20_000)
+    trainer(tmp_path).fit(task, data)
+    theta = task.model.theta.detach()
+    assert task.converged
+    assert theta.shape == (20,)
+    assert (theta - 5).abs().max() < 0.25 and abs(theta.mean() - 5) < 0.05
+    assert float(task.model.r) == pytest.approx(1.0, abs=0.15)
+
+
+def test_poisson_glm_parameters_recovered(tmp_path):
+    # ~0.02 spikes per step: 20 × 50,000 steps give ~20,000 spikes; b (shared) then has a
+    # standard error ≈ 1/sqrt(20,000) ≈ 0.007 and r a few times that. (std 3: the exponential
+    # link runs away with the std-5 networks.)
+    truth = dict(alpha=20.0, beta=1.0, T=10, tau=3.0, dt=1.0, r=1.0, b=-1.0)
+    network, spikes = simulate(PoissonGLM, truth, 20, 50_000, seed=20, std=3.0)
+    task = LikelihoodFit(PoissonGLM(**truth | dict(b=-2.0, r=0.3)), fit=["b", "r"],
+                         coupling="fixed")
+    data = SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network))
+    trainer(tmp_path).fit(task, data)
+    assert float(task.model.b) == pytest.approx(-1.0, abs=0.04)
+    assert float(task.model.r) == pytest.approx(1.0, abs=0.1)
+
+
+def test_coupling_recovered_and_outputs_written(tmp_path):
+    # 20 neurons at ~19 Hz (theta 4) for 40,000 steps: ~750 spikes per neuron
+    network, spikes = simulate(BernoulliGLM, SEED_INTRODUCTION | dict(theta=4.0), 20, 40_000,
+                               seed=30)
+    task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
+                         refractory_scale=True, coupling="dense")
+    data = SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network))
+    trainer(tmp_path).fit(task, data)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["task"] == "likelihood"
+    assert summary["edge_auroc"] > 0.8
+    assert summary["weight_correlation"] > 0.7
+    assert summary["bits_per_spike"]["heldout"] > 0.1
+    assert summary["log_likelihood_per_bin"]["train"] > summary["log_likelihood_per_bin"][
+        "heldout"] - 0.01
+    assert len(summary["parameters"]["theta"]) == 20 and "refractory_scale" in summary[
+        "parameters"]
+    assert summary["wall_time_s"] > 0
+    fitted = np.load(tmp_path / "fitted_W0.npy")
+    assert fitted.shape == (20, 20) and np.all(np.diag(fitted) == 0)
+    assert (tmp_path / "coupling.png").is_file()
+
+
+def test_lbfgs_and_adam_reach_the_same_optimum(tmp_path):
+    network, spikes = simulate(BernoulliGLM, SEED_INTRODUCTION | dict(theta=4.0), 8, 20_000,
+                               seed=40)
+    fits = {}
+    for name, solver, epochs in (("lbfgs", LBFGS(), 10), ("adam", Adam(lr=0.05), 300)):
+        task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
+                             coupling="dense", regularizer=L2(1e-4), solver=solver)
+        data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0)
+        check = 1 if name == "lbfgs" else epochs  # L-BFGS stops once it converges
+        trainer(tmp_path / name, max_epochs=epochs, check_val_every_n_epoch=check).fit(
+            task, data)
+        fits[name] = task
+    lbfgs, adam = fits["lbfgs"], fits["adam"]
+    assert adam.results["log_likelihood_per_bin"]["train"] == pytest.approx(
+        lbfgs.results["log_likelihood_per_bin"]["train"], abs=1e-5)
+    assert torch.allclose(adam.coupling_weights, lbfgs.coupling_weights, atol=0.02)
+    assert torch.allclose(adam.model.theta, lbfgs.model.theta, atol=0.02)
+
+
+def test_ddp_over_two_processes_gives_the_one_process_fit(tmp_path):
+    script = Path(__file__).with_name("ddp_likelihood_fit.py")
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"devices{devices}"
+        done = subprocess.run([sys.executable, str(script), str(devices), "lbfgs", str(out)],
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[devices] = (json.loads((out / "summary.json").read_text()),
+                            np.load(out / "fitted_W0.npy"))
+    (one, w_one), (two, w_two) = results[1], results[2]
+    for split in ("train", "heldout"):
+        assert two["log_likelihood_per_bin"][split] == pytest.approx(
+            one["log_likelihood_per_bin"][split], abs=1e-6)
+    np.testing.assert_allclose(w_two, w_one, atol=1e-3)
+    np.testing.assert_allclose(two["parameters"]["theta"], one["parameters"]["theta"],
+                               atol=5e-3)
+
+
+def test_chunks_carry_their_history():
+    spikes = (torch.rand(3, 50, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0.2, chunk_bins=15,
+                                history_bins=4)
+    data.setup()
+    chunks = data._chunks(0, data.n_train_bins)
+    assert [c["bins"] for c in chunks] == [15, 15, 10]
+    assert torch.equal(chunks[1]["spikes"], spikes[:, 11:30]) and chunks[1]["start"] == 11
+    assert torch.equal(chunks[0]["spikes"], spikes[:, :15]) and chunks[0]["start"] == 0
+
+
+def test_reads_recordings_from_files(tmp_path):
+    raster = (torch.rand(4, 300, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    path = write_spike_times(tmp_path / "spikes.npz", raster, dt_ms=1.0)
+    data = SpikeTrainDataModule(path=str(path), dt_ms=1.0, unit_ids=[2, 0])
+    data.setup()
+    assert torch.equal(data.spikes, raster[[2, 0]])
+
+
+def test_bad_input_raises_clear_errors(tmp_path):
+    glm = BernoulliGLM(**SEED_INTRODUCTION)
+    with pytest.raises(ValueError, match="not among the parameters"):
+        LikelihoodFit(glm, fit=["lambda_0"])
+    with pytest.raises(ValueError, match="ThresholdSAM has no likelihood"):
+        LikelihoodFit(ThresholdSAM(r=0.025, b=0.001, tau=10, dt=0.1, sigma=0.3, rho=0.07,
+                                   theta=0.001378), fit=["b"])
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        LikelihoodFit(glm, coupling="all")
+    with pytest.raises(ValueError, match="only r·W is identifiable"):
+        LikelihoodFit(glm, fit=["r"], coupling="dense")
+    with pytest.raises(ValueError, match="data.network has 2 neurons but the recording has 3"):
+        SpikeTrainDataModule(spikes=torch.zeros(3, 10), network=TINY_W0).setup()
+    with pytest.raises(ValueError, match="exactly one of path"):
+        SpikeTrainDataModule()
+    bad_fits = [
+        (LikelihoodFit(glm, fit=["theta"], coupling="graph"), TINY_X, "needs the network"),
+        (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["alpha"]), TINY_X,
+         "cannot all be one value per neuron"),
+        (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), fit=["theta"]), TINY_X * 2,
+         "at most 1"),
+        (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION | dict(dt=0.5)), fit=["theta"]),
+         TINY_X, "model's dt is 0.5 ms"),
+    ]
+    for task, spikes, message in bad_fits:
+        with pytest.raises(ValueError, match=message):
+            trainer(tmp_path).fit(task, SpikeTrainDataModule(spikes=spikes, heldout_fraction=0))
+    exploding = PoissonGLM(alpha=1.0, beta=1e4, T=2, tau=1.0, dt=1.0, r=1.0, b=1.0)
+    with pytest.raises(FloatingPointError, match="negative log-likelihood became"):
+        trainer(tmp_path).fit(LikelihoodFit(exploding, fit=["b"], coupling="none"),
+                              SpikeTrainDataModule(spikes=TINY_X, heldout_fraction=0))

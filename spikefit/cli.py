@@ -18,7 +18,6 @@ TRAINER_DEFAULTS = {
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 1,
     "accelerator": "cpu",
-    "callbacks": [ModelCheckpoint(save_last=True)],
 }
 
 
@@ -38,7 +37,9 @@ class SpikefitCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Runs the CLI; bad input ends with a one-line error and exit status 2."""
     try:
-        SpikefitCLI(RateCalibration, NetworkDataModule, trainer_defaults=TRAINER_DEFAULTS,
+        checkpoints = {"callbacks": [ModelCheckpoint(save_last=True)]}  # fresh for every run
+        SpikefitCLI(RateCalibration, NetworkDataModule,
+                    trainer_defaults={**TRAINER_DEFAULTS, **checkpoints},
                     args=args, seed_everything_default=0)
     except (ValueError, FileNotFoundError, RunawayActivityError, FloatingPointError) as error:
         print(f"spikefit: error: {error}", file=sys.stderr)

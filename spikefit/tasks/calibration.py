@@ -150,13 +150,13 @@ class RateCalibration(L.LightningModule):
         times = torch.arange(memory, memory + steps, device=batch.W0.device)
         on = None
         if self.model.stimulus is not None:
-            on = (self.model.stimulus_block(times, batch.num_nodes) != 0).t()
+            on = self.model.stimulus_block(times, batch.num_nodes) != 0
         hp = self.hparams
         return build_targets(batch, on, hp.target_rate_hz, hp.population_rates_hz,
                              hp.populations, hp.neuron_rates_hz, hp.stimulated_rate_hz)
 
     def rates_hz(self, counts: torch.Tensor, targets: list[RateTarget]) -> list[torch.Tensor]:
-        """Achieved rate of every target from counts per step [K, N, S], in Hz."""
+        """Achieved rate of every target from counts per step [K, S, N], in Hz."""
         return [target.achieved(counts) / self.model.dt * 1000 for target in targets]
 
     # ------------------------------------------------------------------ steps
@@ -166,7 +166,7 @@ class RateCalibration(L.LightningModule):
         spikes = self.simulate(batch, batch_idx, steps, seed)
         g = self.model.input_from_spikes(batch, spikes)[..., self.model.memory_steps:]
         targets = self.targets(batch, steps)
-        rates = self.rates_hz(self.model.expected_spikes(g), targets)
+        rates = self.rates_hz(self.model.expected_spikes(g.transpose(1, 2)), targets)
         errors = [target.relative_error(rate) for target, rate in zip(targets, rates,
                                                                           strict=True)]
         loss = torch.stack([(error ** 2).mean() for error in errors]).mean()
@@ -186,7 +186,7 @@ class RateCalibration(L.LightningModule):
         steps = self.hparams.validation_steps
         spikes = self.simulate(batch, batch_idx, steps,
                                seed=self.hparams.seed + 1_000_003 + 7 * self.global_rank)
-        spikes = spikes[..., self.model.memory_steps:]
+        spikes = spikes[..., self.model.memory_steps:].transpose(1, 2)
         targets = self.targets(batch, steps)
         rates = {"global": spikes.mean() / self.model.dt * 1000}
         for target, rate in zip(targets, self.rates_hz(spikes, targets), strict=True):
@@ -236,18 +236,18 @@ class RateCalibration(L.LightningModule):
         spikes = self.last_spikes
         dt = float(self.model.dt)
         raster, axis = plt.subplots(figsize=(8, 4))
-        neuron, step = spikes[:100, :2000].nonzero(as_tuple=True)
+        step, neuron = spikes[:2000, :100].nonzero(as_tuple=True)
         axis.scatter(step.cpu() * dt, neuron.cpu(), s=1, c="k")
         axis.set(xlabel="time (ms)", ylabel="neuron", title="validation raster")
         histogram, axis = plt.subplots(figsize=(5, 4))
-        axis.hist((spikes.mean(dim=1) / dt * 1000).cpu(), bins=30)
+        axis.hist((spikes.mean(dim=0) / dt * 1000).cpu(), bins=30)
         axis.set(xlabel="firing rate (Hz)", ylabel="neurons", title="validation rates")
         return {"raster": raster, "rate_histogram": histogram}
 
     def on_fit_end(self) -> None:
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective
         if not self.trainer.is_global_zero or self.last_spikes is None:
             return
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         for name, figure in self.figures().items():
             figure.savefig(log_dir / f"{name}.png", dpi=120, bbox_inches="tight")

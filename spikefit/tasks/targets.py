@@ -14,22 +14,20 @@ DALE_POPULATIONS = {"excitatory": (0.0, 0.5), "inhibitory": (0.5, 1.0)}
 
 @dataclass
 class RateTarget:
-    """A target rate (Hz) for the neurons in ``mask`` [N] (or [N, S] neuron-steps)."""
+    """A target rate (Hz) for the neurons in ``mask`` [N] (or [S, N] steps and neurons)."""
 
     name: str
     rate_hz: torch.Tensor
     mask: torch.Tensor | None = None
 
     def achieved(self, counts: torch.Tensor) -> torch.Tensor:
-        """Mean of ``counts`` [K, N, S] over this target's entries (per neuron for a vector
+        """Mean of ``counts`` [K, S, N] over this target's entries (per neuron for a vector
         target), in spikes per step."""
         if self.rate_hz.dim() == 1:
-            return counts.mean(dim=(0, 2))
+            return counts.mean(dim=(0, 1))
         if self.mask is None:
             return counts.mean()
-        mask = self.mask if self.mask.dim() == 2 else self.mask.unsqueeze(1)
-        mask = mask.expand(counts.shape[1:])
-        return counts[:, mask].mean()
+        return counts[:, self.mask.expand(counts.shape[1:])].mean()
 
     def relative_error(self, rate_hz: torch.Tensor) -> torch.Tensor:
         return (rate_hz - self.rate_hz) / self.rate_hz
@@ -57,8 +55,8 @@ def build_targets(data: Data, stimulus_on: torch.Tensor | None, rate_hz: float |
                   populations: dict[str, tuple[float, float]] | None,
                   neuron_rates_hz: list[float] | None,
                   stimulated_rate_hz: float | None) -> list[RateTarget]:
-    """The targets for a network batch. ``stimulus_on`` [N, S] marks stimulated
-    neuron-steps; per-neuron rates give one value per neuron of each network."""
+    """The targets for a network batch. ``stimulus_on`` [S, N] marks stimulated
+    steps of each neuron; per-neuron rates give one value per neuron of each network."""
     device = data.W0.device
     targets = []
     if rate_hz is not None:

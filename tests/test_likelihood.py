@@ -15,7 +15,7 @@ import torch
 from spikefit.data import SpikeTrainDataModule
 from spikefit.datasets import NormalGenerator, graph_to_dense
 from spikefit.io import write_spike_times
-from spikefit.models import BernoulliGLM, PoissonGLM, ThresholdSAM
+from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedSAM, ThresholdSAM
 from spikefit.tasks import L2, LBFGS, Adam, LikelihoodFit
 from spikefit.tasks.calibration import SEED_INTRODUCTION
 
@@ -72,6 +72,27 @@ def test_poisson_log_likelihood_equals_hand_computation(tmp_path):
     trainer(tmp_path).validate(task, data)
     assert task.results["log_likelihood_per_bin"]["train"] * 6 == pytest.approx(expected,
                                                                                 abs=1e-5)
+
+
+def test_rectified_sam_likelihood_follows_the_activation_recursion(tmp_path):
+    paper = dict(lambda_0=1.0861, theta=-0.0137, tau=10.0, dt=0.1, r=0.025, b=0.001)
+    network, spikes = simulate(RectifiedSAM, paper, 10, 3_000, seed=50)
+    W0, X = graph_to_dense(network), spikes.float()
+    activation, expected = torch.zeros(10), 0.0
+    for t in range(X.shape[1]):  # s(t) = s(t-1)(1 - dt/tau) + X(t) dt; g(t+1) uses s(t)
+        g = 0.025 * W0.t() @ activation + 0.001
+        mu = (1.0861 * 0.1 * torch.relu(g + 0.0137)).clamp(min=1e-8)
+        expected += float((X[:, t] * mu.log() - mu - torch.lgamma(X[:, t] + 1)).sum())
+        activation = activation * (1 - 0.1 / 10) + X[:, t] * 0.1
+    # one chunk is exact; chunks of 1,000 bins carry 5·tau/dt = 500 bins of history, whose
+    # older spikes the activation has forgotten to e^-5
+    for chunk_bins, tolerance in ((3_000, 1e-5), (1_000, 1e-3)):
+        task = LikelihoodFit(RectifiedSAM(**paper), fit=["b"], coupling="fixed")
+        data = SpikeTrainDataModule(spikes=spikes, dt_ms=0.1, network=W0, heldout_fraction=0,
+                                    chunk_bins=chunk_bins)
+        trainer(tmp_path).validate(task, data)
+        total = task.results["log_likelihood_per_bin"]["train"] * X.numel()
+        assert total == pytest.approx(expected, rel=tolerance)
 
 
 def test_bernoulli_glm_parameters_recovered(tmp_path):

@@ -202,7 +202,7 @@ class BaseModel(MessagePassing):
         else:
             g = (trace.transpose(-1, -2) @ (self.recurrence() * coupling)).transpose(-1, -2)
         if own is not None:
-            g = g + (own if self_scale is None else self_scale.unsqueeze(-1) * own)
+            g = g + own if self_scale is None else torch.addcmul(g, self_scale.unsqueeze(-1), own)
         drive = self.background_input((n_trials, steps, n), noise=False)
         if self.stimulus is not None:
             times = torch.arange(start, start + steps, device=spikes.device)

@@ -208,11 +208,14 @@ class LikelihoodFit(L.LightningModule):
                                          traces=traces)
         return g[0].t()
 
-    def chunk_log_likelihood(self, chunk: Chunk, traces: tuple | None = None) -> torch.Tensor:
-        """Total log-likelihood (nats) of the chunk's last S bins."""
-        spikes = chunk["spikes"][:, -chunk["bins"]:].t()
+    def chunk_log_likelihood(self, chunk: Chunk, traces: tuple | None = None,
+                             targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Total log-likelihood (nats) of the chunk's last S bins; ``targets`` are their
+        counts [S, N] (e.g. sparse), if already extracted."""
+        if targets is None:
+            targets = chunk["spikes"][:, -chunk["bins"]:].t()
         input = self.chunk_input(chunk, traces)
-        return self.observation.model_log_likelihood(self.model, spikes, input)
+        return self.observation.model_log_likelihood(self.model, targets, input)
 
     def penalty(self) -> torch.Tensor | float:
         """The regularizer on the fitted coupling weights (0 without)."""
@@ -237,23 +240,24 @@ class LikelihoodFit(L.LightningModule):
 
         cache: dict[int, tuple] = {}
 
-        def traces(k: int) -> tuple:
-            """Chunk k's spike traces, kept (stored time-major, as the products and the
-            likelihood read them) for the step's later evaluations unless they depend on
-            fitted (kernel) parameters."""
-            if k in cache:
-                return cache[k]
-            found = self.model.spike_traces(batch[k]["spikes"].unsqueeze(0))
-            if any(t is not None and t.requires_grad for t in found):
-                return found
-            cache[k] = tuple(None if t is None else time_major(t) for t in found)
+        def prepared(k: int) -> tuple:
+            """Chunk k's spike traces and its (sparse) target counts, kept for the step's
+            later evaluations: the traces time-major, as the products read them, unless they
+            depend on fitted (kernel) parameters."""
+            if k not in cache:
+                chunk = batch[k]
+                traces = self.model.spike_traces(chunk["spikes"].unsqueeze(0))
+                fixed = not any(t is not None and t.requires_grad for t in traces)
+                targets = chunk["spikes"][:, -chunk["bins"]:].t().to_sparse().coalesce()
+                cache[k] = (tuple(None if t is None else time_major(t) for t in traces)
+                            if fixed else None), targets
             return cache[k]
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             total = torch.zeros((), device=self.device)
             for k, chunk in enumerate(batch):
-                nll = -self.chunk_log_likelihood(chunk, traces(k))
+                nll = -self.chunk_log_likelihood(chunk, *prepared(k))
                 loss = nll * (chunk["weight"] * scale) + (self.penalty() if k == 0 else 0.0)
                 self.manual_backward(loss)
                 total += loss.detach()

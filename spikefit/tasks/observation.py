@@ -7,6 +7,16 @@ import torch
 from spikefit.models import BaseModel, BernoulliGLM, PoissonGLM
 
 
+def at_spikes(spikes: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nonzero spike counts of ``spikes`` [S, N] (dense, or sparse COO to skip the search
+    for them) and the entries of ``values`` [S, N] at the same places."""
+    if spikes.is_sparse:
+        index = spikes.indices()
+        return spikes.values(), values[index[0], index[1]]
+    fired = spikes > 0
+    return spikes[fired], values[fired]
+
+
 class Observations:
     """Emission distribution of spike counts X given the expected count (or probability)
     per step that the model's non-linearity returns.
@@ -24,7 +34,8 @@ class Observations:
         self.floor = floor
 
     def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        """Total log P(X | rate) over all elements of ``spikes`` (nats)."""
+        """Total log P(X | rate) over all elements of ``spikes`` [S, N] (dense or sparse COO)
+        and ``rate`` [S, N] (nats)."""
         raise NotImplementedError
 
     def model_log_likelihood(self, model: BaseModel, spikes: torch.Tensor,
@@ -62,7 +73,7 @@ class BernoulliObservations(Observations):
 
     def from_hazard(self, spikes: torch.Tensor, hazard: torch.Tensor) -> torch.Tensor:
         """Total log-likelihood from the hazard h [same shape as ``spikes``]."""
-        fired = hazard[spikes > 0]
+        _, fired = at_spikes(spikes, hazard)
         spike_terms = torch.log(-torch.expm1(-fired.clamp(min=self.floor))) + fired
         return spike_terms.sum() - hazard.sum()
 
@@ -81,9 +92,8 @@ class PoissonObservations(Observations):
     name = "poisson"
 
     def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        fired = spikes > 0
-        counts = spikes[fired]
-        spike_terms = counts * torch.log(rate[fired].clamp(min=self.floor))
+        counts, fired = at_spikes(spikes, rate)
+        spike_terms = counts * torch.log(fired.clamp(min=self.floor))
         return spike_terms.sum() - rate.sum() - torch.lgamma(counts + 1).sum()
 
 

@@ -29,3 +29,28 @@ def test_simulate_refuses_to_overwrite_and_rejects_unknown_formats(tmp_path, cap
     with pytest.raises(SystemExit):
         main([*args, "--output", str(tmp_path / "b.csv"), "--overwrite", "true"])
     assert "unknown format '.csv'" in capsys.readouterr().err
+
+
+CONFIGS = __import__("pathlib").Path(__file__).parent.parent / "configs"
+
+
+def test_simulate_then_fit_configs_round_trip(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # the configs use paths relative to the working directory
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["simulate", "--config", str(CONFIGS / "simulate_bernoulli.yaml"), "--n_steps", "30000"])
+    main(["fit", "--config", str(CONFIGS / "fit_bernoulli_coupling.yaml"), *quiet])
+    run = next(tmp_path.rglob("summary.json")).parent
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "likelihood"
+    assert set(summary["log_likelihood_per_bin"]) == {"train", "heldout"}
+    assert summary["edge_auroc"] > 0.6  # well above chance (0.5) from 24,000 training bins
+    assert np.load(run / "fitted_W0.npy").shape == (50, 50)
+
+    main(["simulate", "--config", str(CONFIGS / "simulate_bernoulli.yaml"), "--n_steps", "30000",
+          "--output", "recordings/phy"])
+    main(["fit", "--config", str(CONFIGS / "fit_phy.yaml"), *quiet])
+    newest = max(tmp_path.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
+    summary = json.loads(newest.read_text())
+    assert summary["log_likelihood_per_bin"]["heldout"] < 0 and summary["bits_per_spike"]

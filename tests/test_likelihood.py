@@ -234,6 +234,9 @@ def test_bad_input_raises_clear_errors(tmp_path):
     for task, spikes, message in bad_fits:
         with pytest.raises(ValueError, match=message):
             trainer(tmp_path).fit(task, SpikeTrainDataModule(spikes=spikes, heldout_fraction=0))
+    with pytest.raises(ValueError, match="set data.chunks_per_batch to null"):
+        trainer(tmp_path).fit(LikelihoodFit(glm, fit=["theta"], coupling="none"),
+                              SpikeTrainDataModule(spikes=TINY_X, chunks_per_batch=1))
     exploding = PoissonGLM(alpha=1.0, beta=1e4, T=2, tau=1.0, dt=1.0, r=1.0, b=1.0)
     with pytest.raises(FloatingPointError, match="negative log-likelihood became"):
         trainer(tmp_path).fit(LikelihoodFit(exploding, fit=["b"], coupling="none"),

@@ -123,6 +123,9 @@ class LikelihoodFit(L.LightningModule):
         if not math.isclose(data.dt_ms, float(self.model.dt), rel_tol=1e-6):
             raise ValueError(f"data.dt_ms = {data.dt_ms:g} ms but the model's dt is "
                              f"{float(self.model.dt):g} ms; bin the recording at the model's step")
+        if self.solver.full_batch and data.hparams.chunks_per_batch is not None:
+            raise ValueError(f"solver {type(self.solver).__name__} steps on every training bin "
+                             f"at once: set data.chunks_per_batch to null (or use Adam)")
         self.observation.check(data.spikes)
         n = self.n_neurons = data.n_neurons
         for name in self.hparams.per_neuron or []:
@@ -307,6 +310,7 @@ class LikelihoodFit(L.LightningModule):
             self.results.setdefault("bits_per_spike", {})[split] = bits
             self.log(f"{split}/log_likelihood_per_bin", per_bin, sync_dist=True)
             self.log(f"{split}/bits_per_spike", bits, sync_dist=True)
+        self.results["metrics_at_step"] = self.global_step
         for name, value in self.edge_metrics().items():
             self.results[name] = value
             self.log(f"edges/{name}", value, sync_dist=True)
@@ -336,8 +340,9 @@ class LikelihoodFit(L.LightningModule):
         self.started = time.perf_counter()
 
     def summary(self) -> dict:
-        """What the fit achieved, as written to ``summary.json`` (log-likelihoods in nats per
-        neuron per bin)."""
+        """What the fit achieved, as written to ``summary.json``: log-likelihoods in nats per
+        neuron per bin and the metrics of the last validation (at ``metrics_at_step``, of
+        ``steps`` solver steps; validate every epoch to have them at the end)."""
         parameters = {name: self.model.get_parameter(name).tolist() for name in self.fitted}
         if self.refractory_scale is not None:
             parameters["refractory_scale"] = self.refractory_scale.tolist()
@@ -354,6 +359,7 @@ class LikelihoodFit(L.LightningModule):
             **{key: value for key, value in self.results.items()
                if key not in ("log_likelihood_per_bin", "bits_per_spike")},
             "converged": self.converged,
+            "steps": self.global_step,
             "wall_time_s": time.perf_counter() - self.started,
         }
 

@@ -8,8 +8,9 @@ import torch
 
 
 class Regularizer:
-    """A penalty on the coupling weights, in the units of the objective (nats per neuron per
-    bin).
+    """A penalty on the coupling weights, in the units of the objective (the mean negative
+    log-likelihood, nats per neuron per bin): on N neurons and T bins, λ weighs as much as
+    λ·N·T on the total log-likelihood, so useful strengths are small (e.g. 1/(N·T)).
 
     Args:
         strength: weight λ of the penalty (≥ 0).

@@ -172,20 +172,23 @@ def test_lbfgs_and_adam_reach_the_same_optimum(tmp_path):
 def test_ddp_over_two_processes_gives_the_one_process_fit(tmp_path):
     script = Path(__file__).with_name("ddp_likelihood_fit.py")
     results = {}
-    for devices in (1, 2):
-        out = tmp_path / f"devices{devices}"
-        done = subprocess.run([sys.executable, str(script), str(devices), "lbfgs", str(out)],
+    for devices, solver in ((1, "lbfgs"), (2, "lbfgs"), (2, "adam")):
+        out = tmp_path / f"{solver}{devices}"
+        done = subprocess.run([sys.executable, str(script), str(devices), solver, str(out)],
                               capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
-        results[devices] = (json.loads((out / "summary.json").read_text()),
-                            np.load(out / "fitted_W0.npy"))
-    (one, w_one), (two, w_two) = results[1], results[2]
-    for split in ("train", "heldout"):
-        assert two["log_likelihood_per_bin"][split] == pytest.approx(
-            one["log_likelihood_per_bin"][split], abs=1e-6)
-    np.testing.assert_allclose(w_two, w_one, atol=1e-3)
-    np.testing.assert_allclose(two["parameters"]["theta"], one["parameters"]["theta"],
-                               atol=5e-3)
+        results[solver, devices] = (json.loads((out / "summary.json").read_text()),
+                                    np.load(out / "fitted_W0.npy"))
+    one, w_one = results["lbfgs", 1]
+    # L-BFGS on two time shards: the same optimum; Adam on shards of 2 chunks per process:
+    # close to it after 60 epochs
+    for (two, w_two), tolerance in ((results["lbfgs", 2], 1e-3), (results["adam", 2], 0.02)):
+        for split in ("train", "heldout"):
+            assert two["log_likelihood_per_bin"][split] == pytest.approx(
+                one["log_likelihood_per_bin"][split], abs=tolerance / 200)
+        np.testing.assert_allclose(w_two, w_one, atol=tolerance)
+        np.testing.assert_allclose(two["parameters"]["theta"], one["parameters"]["theta"],
+                                   atol=5 * tolerance)
 
 
 def test_chunks_carry_their_history():

@@ -111,6 +111,7 @@ def main(args: list[str] | None = None) -> None:
             checkpoints = {"callbacks": [ModelCheckpoint(save_last=True)]}  # fresh every run
             SpikefitCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
                         subclass_mode_data=True, args=args, seed_everything_default=0,
+                        auto_configure_optimizers=False,
                         trainer_defaults={**TRAINER_DEFAULTS, **checkpoints})
     except USER_ERRORS as error:
         print(f"spikefit: error: {error}", file=sys.stderr)

@@ -97,3 +97,12 @@ class BernoulliGLM(BaseModel):
         if float(self.dt) == 1.0:
             return torch.nn.functional.softplus(input - self.theta)
         return torch.log1p(-self.non_linearity(input)).neg_()
+
+    def logistic_hazard(self) -> tuple[torch.Tensor, float] | None:
+        r"""θ and Δt of :meth:`hazard`, :math:`h = -\log(1 - \sigma(g - \theta)\,\Delta t)`, so
+        the compiled engine can evaluate it itself; ``None`` when a subclass changed the link
+        (the engine then calls :meth:`hazard`)."""
+        cls = type(self)
+        if (cls.hazard, cls.non_linearity) != (BernoulliGLM.hazard, BernoulliGLM.non_linearity):
+            return None
+        return self.theta, float(self.dt)

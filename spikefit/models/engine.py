@@ -1,7 +1,7 @@
 r"""Simulation loops: the fast separable engine and the reference per-step path.
 
-Every loop is a generator of raster blocks [L, K, N] (steps, trials, neurons) for the recorded
-steps, so a caller can keep a dense raster, spike times, or stream to disk.
+Every loop is a generator of :class:`SpikeBlock`\ s, the spikes of consecutive blocks of the
+recorded steps, so a caller can keep a dense raster, spike times, or stream to disk.
 
 The fast engine for spike-history models keeps a buffer ``future`` of the input that spikes
 already emitted will deliver to the next T steps. A step then costs one read of the current
@@ -10,18 +10,24 @@ O(N·T) update:
 
 .. math::
     F(t+1+\tau) \mathrel{+}= r\,c(\tau) \sum_j (W_0)_{ji} X_j(t) + \mathrm{ref}_i(\tau) X_i(t)
+
+For the Bernoulli GLM on the CPU the steps of a block run in the compiled loop of
+:mod:`spikefit.models.native`, which draws the same random numbers in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from spikefit.models.coupling import SpikePropagator
+from spikefit.models.native import logistic_kernel
 
 #: Largest number of (step, trial, neuron) values in one block buffer.
 BLOCK_ELEMENTS = 1 << 22
@@ -60,40 +66,75 @@ class SpikeEvents:
         return total / (self.n_steps * self.n_trials) / self.dt * 1000
 
 
-class ExponentialPool:
-    """Exp(1) draws handed out in slices, refilled in bulk (one generator call per refill)."""
+class SpikeBlock(NamedTuple):
+    """The spikes of ``length`` consecutive steps: step in the block, flat index
+    trial·N + neuron and count of every nonzero bin."""
 
-    def __init__(self, size: int, generator: torch.Generator, device: torch.device) -> None:
-        self.pool = torch.empty(size, device=device)
-        self.generator = generator
-        self.position = size
+    length: int
+    steps: torch.Tensor
+    flat: torch.Tensor
+    counts: torch.Tensor
 
-    def take(self, count: int) -> torch.Tensor:
-        if self.position + count > len(self.pool):
-            self.pool.exponential_(generator=self.generator)
-            self.position = 0
-        self.position += count
-        return self.pool[self.position - count:self.position]
+    @classmethod
+    def from_raster(cls, raster: torch.Tensor) -> SpikeBlock:
+        """The nonzero bins of a dense block [L, K·N] or [L, K, N]."""
+        raster = raster.reshape(raster.shape[0], -1)
+        steps, flat = raster.nonzero(as_tuple=True)
+        return cls(raster.shape[0], steps, flat, raster[steps, flat])
 
 
-def collect(blocks: Iterator[torch.Tensor], n_neurons: int, n_steps: int, n_trials: int,
+class ExponentialPools:
+    """Exp(1) draws of every trial from the trial's own generator, handed out in order and
+    refilled in bulk (one generator call per refill), so that trials can run independently.
+
+    Args:
+        size: draws per trial held at once.
+        generator: the run's generator; trial 0 draws from it, trial k > 0 from a generator
+            seeded from it.
+        n_trials: number of trials K.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, n_trials: int) -> None:
+        device = generator.device
+        seeds = torch.randint(2**62, (n_trials - 1,), generator=generator, device=device)
+        self.generators = [generator] + [torch.Generator(device).manual_seed(seed)
+                                         for seed in seeds.tolist()]
+        self.pools = torch.empty(n_trials, size, device=device)
+        self.positions = torch.full((n_trials,), size)
+
+    def take(self, trials: torch.Tensor) -> torch.Tensor:
+        """The next draw of trial ``trials[m]`` for every m (``trials`` sorted)."""
+        counts = torch.bincount(trials, minlength=len(self.generators)).cpu()
+        ends = self.positions + counts
+        full = ends > self.pools.shape[1]
+        if full.any():
+            for k in full.nonzero()[:, 0].tolist():
+                self.pools[k].exponential_(generator=self.generators[k])
+            self.positions[full] = 0
+            ends = self.positions + counts
+        first = (ends - counts.cumsum(0)).to(trials.device)  # position - first entry
+        self.positions.copy_(ends)
+        return self.pools[trials, first[trials] + torch.arange(len(trials), device=trials.device)]
+
+
+def collect(blocks: Iterator[SpikeBlock], n_neurons: int, n_steps: int, n_trials: int,
             dtype: torch.dtype, as_events: bool, dt: float) -> torch.Tensor | SpikeEvents:
-    """Gathers raster blocks [L, K, N] into a raster [N, n_steps(, K)] or SpikeEvents."""
+    """Gathers the blocks' spikes into a raster [N, n_steps(, K)] or SpikeEvents."""
+    parts, raster, offset = [], None, 0
+    for block in blocks:
+        steps = block.steps + offset
+        trials, neurons = block.flat.div(n_neurons, rounding_mode="floor"), block.flat % n_neurons
+        offset += block.length
+        if as_events:
+            parts.append((steps, neurons, trials, block.counts))
+            continue
+        if raster is None:
+            raster = torch.zeros(n_neurons, n_steps, n_trials, dtype=dtype, device=steps.device)
+        raster.view(-1)[(neurons * n_steps + steps) * n_trials + trials] = block.counts.to(dtype)
     if as_events:
-        parts, offset = [], 0
-        for block in blocks:
-            step, trial, neuron = block.nonzero(as_tuple=True)
-            parts.append((step + offset, neuron, trial, block[step, trial, neuron]))
-            offset += block.shape[0]
         steps, neurons, trials, counts = (torch.cat(column) for column in zip(*parts, strict=True))
         return SpikeEvents(steps, neurons, trials, counts.to(torch.int32), n_neurons, n_steps,
                            n_trials, dt)
-    raster, offset = None, 0
-    for block in blocks:
-        if raster is None:
-            raster = torch.empty(n_neurons, n_steps, n_trials, dtype=dtype, device=block.device)
-        raster[:, offset:offset + block.shape[0]] = block.permute(2, 0, 1)
-        offset += block.shape[0]
     return raster.squeeze(2) if n_trials == 1 else raster
 
 
@@ -110,39 +151,58 @@ def _block_length(width: int) -> int:
 
 
 def _drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Background plus stimulus input for the steps ``times`` as [L, K|1, N]."""
-    stimulus = model.stimulus_block(times, shape[2]).unsqueeze(1)
-    return stimulus + model.background_input(shape)
+    """Background plus stimulus input for the steps ``times``, broadcastable to [L, K, N]."""
+    drive = model.background_input(shape)
+    if model.stimulus is None:
+        return drive
+    return drive + model.stimulus_block(times, shape[2]).unsqueeze(1)
 
 
-def _check(block: torch.Tensor, latest_input: torch.Tensor, start: int) -> None:
-    if not torch.isfinite(latest_input).all() or block.max() > MAX_COUNT_PER_STEP:
+def _check(spikes: SpikeBlock, latest: torch.Tensor, start: int) -> None:
+    """Raises if ``latest`` (input or hazard state) is non-finite or a count is absurd."""
+    if (not torch.isfinite(latest).all()
+            or len(spikes.counts) and spikes.counts.max() > MAX_COUNT_PER_STEP):
         raise RunawayActivityError(
             f"activity exploded in the steps from {start} on (non-finite input or more than "
             f"{MAX_COUNT_PER_STEP} spikes per neuron per step): lower r, b or the stimulus")
 
 
+def _compiled_loop(model, device: torch.device) -> tuple[Callable, torch.Tensor, float] | None:
+    """The compiled block loop with the model's θ and Δt, when the model's hazard is the
+    logistic one the loop evaluates and the run is on the CPU; else ``None``."""
+    link = getattr(model, "logistic_hazard", None)
+    link = link() if link is not None else None
+    if link is None or device.type != "cpu":
+        return None
+    kernel = logistic_kernel()
+    return None if kernel is None else (kernel, *link)
+
+
 def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, n_trials: int,
-                   equilibration_steps: int, verbose: bool) -> Iterator[torch.Tensor]:
+                   equilibration_steps: int, verbose: bool) -> Iterator[SpikeBlock]:
     """Fast engine for spike-history (GLM/LNP) models with separable kernels.
 
-    The yielded block is a reused buffer: consume it before asking for the next one."""
+    Models with a ``hazard`` are sampled by time rescaling: a neuron fires when the hazard it
+    accumulated since its last spike passes an Exp(1) draw, each trial drawing from its own
+    stream (:class:`ExponentialPools`). The Bernoulli GLM's steps run in the compiled loop on
+    the CPU, other models' in Python, one step at a time."""
     n, device = data.num_nodes, data.W0.device
     width, window = n_trials * n, model.window
     propagate = SpikePropagator(data.edge_index, data.W0.float(), n, n_trials)
     coupling = (model.recurrence() * model.coupling_kernel()).view(window, 1)
     support = int(coupling.nonzero()[:, 0].max()) + 1 if coupling.any() else 0
     coupling = coupling[:support]
-    ref = model.self_kernel()
-    if ref is not None:
-        ref = ref.t().repeat(1, n_trials) if ref.dim() == 2 else ref.view(window, 1)
+    own = model.self_kernel()  # [T, N] or [T, 1]
+    if own is not None:
+        own = (own.t() if own.dim() == 2 else own.view(window, 1)).contiguous()
+        ref = own.repeat(1, n_trials) if own.shape[1] > 1 else own
     block = _block_length(width)
     future = torch.zeros(block + window, width, device=device)
 
     def deliver(step: int, active: torch.Tensor, counts: torch.Tensor | None) -> None:
         if support:
             future[step + 1:step + 1 + support].addcmul_(coupling, propagate(active, counts))
-        if ref is not None:
+        if own is not None:
             if ref.shape[1] > 1:
                 source = ref.index_select(1, active)
             else:
@@ -155,40 +215,58 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
     deliver(-1, initial.nonzero().squeeze(1), None)
     rescaled = model.hazard is not None
     if rescaled:  # hazard each neuron must still accumulate before it fires (Exp(1) draws)
-        draws = ExponentialPool(max(width, 4096), generator, device)
-        remaining = draws.take(width).clone()
+        draws = ExponentialPools(max(n, 4096), generator, n_trials)
+        trial_of = torch.arange(width, device=device) // n
+        remaining = draws.take(trial_of)
+    compiled = _compiled_loop(model, device) if rescaled else None
+    if compiled is not None:
+        kernel, theta, dt = compiled
+        run = functools.partial(
+            kernel, propagate.targets, propagate.weights, coupling.view(-1).contiguous(),
+            torch.zeros(0, 1) if own is None else own, theta.float().expand(n).contiguous(),
+            dt, draws.generators, draws.pools, draws.positions, future, remaining)
+    else:
+        raster = torch.empty(block, width, device=device,
+                             dtype=torch.bool if rescaled else torch.float32)
+        inputs = future.view(-1, n_trials, n)
     bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
-    raster = None
     for start, length in _segments(equilibration_steps, n_steps, block):
-        times = torch.arange(start, start + length, device=device)
-        future[:length] += _drive(model, times, (length, n_trials, n)).expand(
-            length, n_trials, n).reshape(length, width)
-        if raster is None:
-            raster = torch.empty(block, width, device=device,
-                                 dtype=torch.bool if rescaled else torch.float32)
-        for step in range(length):
-            if rescaled:
-                remaining -= model.hazard(future[step])
-                active = torch.le(remaining, 0, out=raster[step]).nonzero().squeeze(1)
-                remaining.index_copy_(0, active, draws.take(len(active)))
-                deliver(step, active, None)
-            else:
-                counts = model.emit_spikes(model.non_linearity(future[step]))
-                raster[step] = counts
-                active = counts.nonzero().squeeze(1)
-                deliver(step, active, counts[active])
-        _check(raster[:length], future[length - 1], start)
-        future[:window] = future[length:length + window].clone()
-        future[window:] = 0
+        drive = _drive(model, torch.arange(start, start + length, device=device),
+                       (length, n_trials, n))
+        if drive.dim() or float(drive):
+            future[:length].view(length, n_trials, n).add_(drive)
+        if compiled is not None:  # reads and zeroes future[:length]
+            keys = run(length)
+            spikes = SpikeBlock(length, keys // width, keys % width,
+                                torch.ones(len(keys), dtype=torch.bool))
+        else:
+            for step in range(length):  # inputs [K, N]: per-neuron parameters broadcast
+                if rescaled:
+                    remaining.view(n_trials, n).sub_(model.hazard(inputs[step]))
+                    active = torch.le(remaining, 0, out=raster[step]).nonzero().squeeze(1)
+                    remaining.index_copy_(0, active, draws.take(trial_of[active]))
+                    deliver(step, active, None)
+                else:
+                    counts = model.emit_spikes(model.non_linearity(inputs[step])).view(-1)
+                    raster[step] = counts
+                    active = counts.nonzero().squeeze(1)
+                    deliver(step, active, counts[active])
+            spikes = SpikeBlock.from_raster(raster[:length])
+        _check(spikes, remaining if rescaled else future[length - 1], start)
+        if compiled is None:
+            future[:length] = 0
+        pending = future[length:length + window].clone()
+        future[length:length + window] = 0
+        future[:window] = pending
         bar.update(length)
         if start >= 0:
-            yield raster[:length].view(length, n_trials, n)
+            yield spikes
     bar.close()
 
 
 def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
                       n_trials: int, equilibration_steps: int,
-                      verbose: bool) -> Iterator[torch.Tensor]:
+                      verbose: bool) -> Iterator[SpikeBlock]:
     r"""Engine for synaptic-activation models: :math:`g = r W_0^\top s + b + E`, then s
     is updated by the model's :meth:`update_activation`."""
     n, device = data.num_nodes, data.W0.device
@@ -206,16 +284,17 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
             g = r * (post_by_pre @ activation.t()).t() + drive[step]
             raster[step] = model.emit_spikes(model.non_linearity(g))
             activation = model.update_activation(raster[step], activation)
-        _check(raster, activation, start)
+        spikes = SpikeBlock.from_raster(raster)
+        _check(spikes, activation, start)
         bar.update(length)
         if start >= 0:
-            yield raster
+            yield spikes
     bar.close()
 
 
 def reference_history_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
                              n_trials: int, equilibration_steps: int,
-                             verbose: bool) -> Iterator[torch.Tensor]:
+                             verbose: bool) -> Iterator[SpikeBlock]:
     """The seed simulator's per-step path: ``forward`` on the state window [N, T]."""
     n, device = data.num_nodes, data.W0.device
     W, edge_index = model.connectivity_filter(data.W0.float(), data.edge_index, n)
@@ -229,12 +308,12 @@ def reference_history_blocks(model, data: Data, n_steps: int, generator: torch.G
             time = t - window - equilibration_steps
             state[:, t] = model(edge_index, W, state[:, t - window:t], t=time)
         raster[:, trial] = state[:, window + equilibration_steps:].t()
-    yield raster
+    yield SpikeBlock.from_raster(raster)
 
 
 def reference_activation_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
                                 n_trials: int, equilibration_steps: int,
-                                verbose: bool) -> Iterator[torch.Tensor]:
+                                verbose: bool) -> Iterator[SpikeBlock]:
     """The seed simulator's per-step path for synaptic-activation models."""
     n, device = data.num_nodes, data.W0.device
     W, edge_index = model.connectivity_filter(data.W0.float(), data.edge_index, n)
@@ -246,4 +325,4 @@ def reference_activation_blocks(model, data: Data, n_steps: int, generator: torc
             activation = model.update_activation(spikes.unsqueeze(1), activation)
             if time >= 0:
                 raster[time, trial] = spikes
-    yield raster
+    yield SpikeBlock.from_raster(raster)

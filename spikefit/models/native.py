@@ -1,0 +1,209 @@
+r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli GLM) models.
+
+The C++ loop runs a whole block of steps without returning to Python; it is built with
+``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler and ninja; the
+build is cached in torch's extension directory). Where it cannot be built, :func:`logistic_kernel`
+warns once and returns ``None`` and the engine runs its Python loop instead, which takes the
+same random draws in the same order.
+
+A step :math:`s` of the block, for every neuron-trial :math:`i`:
+
+.. math::
+    R_i \mathrel{-}= h(F_i(s) - \theta_i), \qquad X_i(s) = [R_i \le 0],
+
+with the hazard :math:`h(x) = -\log(1 - \sigma(x)\,\Delta t)` (:math:`\mathrm{softplus}(x)`
+for :math:`\Delta t = 1`, evaluated by ATen's vectorised kernels); a neuron that fires draws a
+new Exp(1) threshold :math:`R_i`, then its spikes are delivered to the input buffer :math:`F`:
+
+.. math::
+    F_j(s+1+\tau) \mathrel{+}= c(\tau) \sum_{i \,\mathrm{fired}} w_{ij}, \qquad
+    F_i(s+1+\tau) \mathrel{+}= \mathrm{ref}_i(\tau).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import subprocess
+import warnings
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+SOURCE = r"""
+#include <c10/util/ParallelGuard.h>
+#include <algorithm>
+#include <exception>
+#include <thread>
+#include <vector>
+
+// Neuron-trials per thread, at least, when the trials are split over threads.
+constexpr int64_t kThreadWidth = 16384;
+
+// Runs `length` steps. future [L + T, K*N]: input of the coming steps (rows are zeroed as they
+// are read); remaining [K*N]; targets, weights [N, D]: outgoing edges of one trial's neurons
+// (weight 0: padding); coupling [S]; ref [T', N] or [T', 1]; theta [N]. Trial k takes its
+// Exp(1) draws from pools[k] at positions[k], refilled from generators[k] when a step needs more
+// than are left. Trials are independent, so whole trials are handed to threads for the whole
+// block. Returns the spikes as sorted keys step*K*N + k*N + i.
+at::Tensor logistic_block(
+    const at::Tensor& targets, const at::Tensor& weights, const at::Tensor& coupling,
+    const at::Tensor& ref, const at::Tensor& theta, double dt,
+    std::vector<at::Generator> generators, at::Tensor pools, at::Tensor positions,
+    at::Tensor future, at::Tensor remaining, int64_t length) {
+  for (const at::Tensor& t : {targets, positions})
+    TORCH_CHECK(t.scalar_type() == at::kLong && t.is_contiguous() && t.is_cpu());
+  for (const at::Tensor& t : {weights, coupling, ref, theta, pools, future, remaining})
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.is_cpu(),
+                "logistic_block: float32 contiguous CPU tensors expected");
+  const int64_t n = targets.size(0), degree = targets.size(1);
+  const int64_t width = remaining.size(0), trials = width / n;
+  const int64_t support = coupling.size(0), window = ref.size(0);
+  const int64_t ref_columns = ref.size(1), ref_stride = ref_columns == 1 ? 0 : 1;
+  const int64_t pool_size = pools.size(1);
+  TORCH_CHECK(trials * n == width && future.size(1) == width && theta.numel() == n &&
+              future.size(0) >= length + std::max(support, window) && pool_size >= n &&
+              pools.size(0) == trials && positions.numel() == trials &&
+              static_cast<int64_t>(generators.size()) == trials);
+  float* input = future.data_ptr<float>();
+  float* left = remaining.data_ptr<float>();
+  const int64_t* target = targets.data_ptr<int64_t>();
+  const float* weight = weights.data_ptr<float>();
+  const float* c = coupling.data_ptr<float>();
+  const float* own = ref.data_ptr<float>();
+  const float* th = theta.data_ptr<float>();
+  float* pool = pools.data_ptr<float>();
+  int64_t* position = positions.data_ptr<int64_t>();
+  at::Tensor shifted = at::empty({width}, future.options());
+  at::Tensor hazard = at::empty({width}, future.options());
+  float* x = shifted.data_ptr<float>();
+  const float* h = hazard.data_ptr<float>();
+  // for trial k, in [k*N, (k+1)*N): synaptic drive, the neurons it reaches, those that fired
+  std::vector<float> drive(width, 0.f);
+  std::vector<int64_t> hit(width), fired(width);
+
+  // Step s of trial k after its hazards h: threshold crossings, new thresholds, delivery of
+  // the spikes to the input of steps s+1, s+2, ...
+  auto step = [&](int64_t s, int64_t k, std::vector<int64_t>& events) {
+    const int64_t offset = k * n;
+    int64_t* spiked = fired.data() + offset;
+    int64_t count = 0;
+    for (int64_t i = offset; i < offset + n; ++i) {
+      left[i] -= h[i];
+      spiked[count] = i;
+      count += left[i] <= 0;
+    }
+    if (count == 0) return;
+    if (position[k] + count > pool_size) {
+      pools.select(0, k).exponential_(1.0, generators[k]);
+      position[k] = 0;
+    }
+    const float* draw = pool + k * pool_size + position[k];
+    position[k] += count;
+    for (int64_t f = 0; f < count; ++f) {
+      left[spiked[f]] = draw[f];
+      events.push_back(s * width + spiked[f]);
+    }
+    float* sum = drive.data() + offset;
+    int64_t* reached = hit.data() + offset;
+    int64_t hits = 0;  // (a neuron may be listed twice if its sum returned to 0: harmless)
+    for (int64_t f = 0; f < count; ++f) {
+      const int64_t row = (spiked[f] - offset) * degree;
+      for (int64_t d = row; d < row + degree; ++d) {
+        if (weight[d] == 0) continue;
+        const int64_t j = target[d];
+        if (hits < n) {
+          reached[hits] = j;
+          hits += sum[j] == 0;
+        }
+        sum[j] += weight[d];
+      }
+    }
+    float* next = input + (s + 1) * width + offset;
+    if (4 * hits < n) {  // few neurons reached: one at a time
+      for (int64_t m = 0; m < hits; ++m) {
+        const int64_t j = reached[m];
+        for (int64_t l = 0; l < support; ++l) next[l * width + j] += c[l] * sum[j];
+        sum[j] = 0;
+      }
+    } else {  // many: whole rows
+      for (int64_t l = 0; l < support; ++l) {
+        float* row = next + l * width;
+        for (int64_t j = 0; j < n; ++j) row[j] += c[l] * sum[j];
+      }
+      std::fill(sum, sum + n, 0.f);
+    }
+    for (int64_t f = 0; f < count; ++f) {
+      const int64_t i = spiked[f] - offset;
+      for (int64_t l = 0; l < window; ++l)
+        next[l * width + i] += own[l * ref_columns + i * ref_stride];
+    }
+  };
+  // All steps of trials [begin, end).
+  auto run = [&](int64_t begin, int64_t end, std::vector<int64_t>& events) {
+    at::Tensor g = shifted.slice(0, begin * n, end * n), out = hazard.slice(0, begin * n, end * n);
+    for (int64_t s = 0; s < length; ++s) {
+      float* now = input + s * width;
+      for (int64_t k = begin; k < end; ++k) {
+        for (int64_t i = k * n; i < (k + 1) * n; ++i) {
+          x[i] = now[i] - th[i - k * n];
+          now[i] = 0;
+        }
+      }
+      if (dt == 1.0) {
+        at::softplus_out(out, g, 1, 20);
+      } else {
+        at::sigmoid_out(out, g);
+        out.mul_(-dt);
+        at::log1p_out(out, out);
+        out.neg_();
+      }
+      for (int64_t k = begin; k < end; ++k) step(s, k, events);
+    }
+  };
+
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(
+      {static_cast<int64_t>(at::get_num_threads()), trials, width / kThreadWidth}));
+  std::vector<std::vector<int64_t>> events(threads);
+  std::vector<std::exception_ptr> errors(threads);
+  auto work = [&](int64_t t) {
+    try {
+      c10::ParallelGuard serial(threads > 1);  // no nested intra-op threads
+      run(trials * t / threads, trials * (t + 1) / threads, events[t]);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work, t);
+  work(0);
+  for (auto& helper : helpers) helper.join();
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+  std::vector<int64_t> keys;
+  for (const auto& part : events) {
+    keys.insert(keys.end(), part.begin(), part.end());
+    std::inplace_merge(keys.begin(), keys.end() - part.size(), keys.end());
+  }
+  return at::tensor(keys, at::kLong);
+}
+"""
+
+
+@functools.cache
+def logistic_kernel() -> Callable | None:
+    """The compiled block loop (built on the first call), or ``None`` with a one-time warning
+    when it cannot be built here."""
+    from torch.utils.cpp_extension import load_inline
+
+    logger.info("loading spikefit's compiled simulation loop (built on first use: a minute)")
+    name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
+    try:  # the name changes with the source: other versions' builds never get in the way
+        module = load_inline(name, cpp_sources=[SOURCE],
+                             functions=["logistic_block"], extra_cflags=["-O3"])
+    except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(f"spikefit: the compiled simulation loop could not be built ({error}); "
+                      f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)
+        return None
+    return module.logistic_block

@@ -28,15 +28,15 @@ def simulate(model, data, python_loop: bool, monkeypatch, **kwargs) -> torch.Ten
 
 
 @needs_compiled_loop
-@pytest.mark.parametrize("dt", [1.0, 0.5])
-def test_compiled_and_python_loops_give_the_same_spikes(dt, monkeypatch):
+@pytest.mark.parametrize(("dt", "n_trials"), [(1.0, 1), (1.0, 3), (0.5, 3)])
+def test_compiled_and_python_loops_give_the_same_spikes(dt, n_trials, monkeypatch):
     data = networks(3, 40)
     model = BernoulliGLM(**{**SEED_GLM, "dt": dt})
     model.theta.data = torch.linspace(3.0, 5.0, 120)  # per-neuron threshold
     model.add_stimulus(RegularStimulus(strength=4.0, period=9, tau=2, stop=400,
                                        stimulus_masks=torch.arange(120) % 4 == 0))
-    runs = [simulate(model, data, python_loop, monkeypatch, n_steps=400, seed=2, n_trials=3)
-            for python_loop in (False, True)]
+    runs = [simulate(model, data, python_loop, monkeypatch, n_steps=400, seed=2,
+                     n_trials=n_trials) for python_loop in (False, True)]
     assert runs[0].sum() > 100
     assert torch.equal(runs[0], runs[1])
 

@@ -100,21 +100,26 @@ class ExponentialPools:
         self.generators = [generator] + [torch.Generator(device).manual_seed(seed)
                                          for seed in seeds.tolist()]
         self.pools = torch.empty(n_trials, size, device=device)
-        self.positions = torch.full((n_trials,), size)
+        self.positions = [size] * n_trials
 
     def take(self, trials: torch.Tensor) -> torch.Tensor:
         """The next draw of trial ``trials[m]`` for every m (``trials`` sorted)."""
-        counts = torch.bincount(trials, minlength=len(self.generators)).cpu()
-        ends = self.positions + counts
-        full = ends > self.pools.shape[1]
-        if full.any():
-            for k in full.nonzero()[:, 0].tolist():
+        if len(self.generators) == 1:
+            counts = [len(trials)]
+        else:
+            counts = torch.bincount(trials, minlength=len(self.generators)).tolist()
+        first, start = [], 0  # first[k]: pool position minus trial k's first entry
+        for k, count in enumerate(counts):
+            if self.positions[k] + count > self.pools.shape[1]:
                 self.pools[k].exponential_(generator=self.generators[k])
-            self.positions[full] = 0
-            ends = self.positions + counts
-        first = (ends - counts.cumsum(0)).to(trials.device)  # position - first entry
-        self.positions.copy_(ends)
-        return self.pools[trials, first[trials] + torch.arange(len(trials), device=trials.device)]
+                self.positions[k] = 0
+            first.append(self.positions[k] - start)
+            self.positions[k] += count
+            start += count
+        if len(first) == 1:
+            return self.pools[0, first[0]:first[0] + start]
+        index = torch.tensor(first, device=trials.device)[trials]
+        return self.pools[trials, index + torch.arange(start, device=trials.device)]
 
 
 def collect(blocks: Iterator[SpikeBlock], n_neurons: int, n_steps: int, n_trials: int,
@@ -217,14 +222,14 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
     if rescaled:  # hazard each neuron must still accumulate before it fires (Exp(1) draws)
         draws = ExponentialPools(max(n, 4096), generator, n_trials)
         trial_of = torch.arange(width, device=device) // n
-        remaining = draws.take(trial_of)
+        remaining = draws.take(trial_of).clone()
     compiled = _compiled_loop(model, device) if rescaled else None
     if compiled is not None:
         kernel, theta, dt = compiled
         run = functools.partial(
             kernel, propagate.targets, propagate.weights, coupling.view(-1).contiguous(),
             torch.zeros(0, 1) if own is None else own, theta.float().expand(n).contiguous(),
-            dt, draws.generators, draws.pools, draws.positions, future, remaining)
+            dt, draws.generators, draws.pools, future, remaining)
     else:
         raster = torch.empty(block, width, device=device,
                              dtype=torch.bool if rescaled else torch.float32)
@@ -236,7 +241,9 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
         if drive.dim() or float(drive):
             future[:length].view(length, n_trials, n).add_(drive)
         if compiled is not None:  # reads and zeroes future[:length]
-            keys = run(length)
+            positions = torch.tensor(draws.positions)
+            keys = run(positions, length)
+            draws.positions = positions.tolist()
             spikes = SpikeBlock(length, keys // width, keys % width,
                                 torch.ones(len(keys), dtype=torch.bool))
         else:

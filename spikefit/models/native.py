@@ -50,8 +50,8 @@ constexpr int64_t kThreadWidth = 16384;
 at::Tensor logistic_block(
     const at::Tensor& targets, const at::Tensor& weights, const at::Tensor& coupling,
     const at::Tensor& ref, const at::Tensor& theta, double dt,
-    std::vector<at::Generator> generators, at::Tensor pools, at::Tensor positions,
-    at::Tensor future, at::Tensor remaining, int64_t length) {
+    std::vector<at::Generator> generators, at::Tensor pools, at::Tensor future,
+    at::Tensor remaining, at::Tensor positions, int64_t length) {
   for (const at::Tensor& t : {targets, positions})
     TORCH_CHECK(t.scalar_type() == at::kLong && t.is_contiguous() && t.is_cpu());
   for (const at::Tensor& t : {weights, coupling, ref, theta, pools, future, remaining})

@@ -1,22 +1,24 @@
 r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli GLM) models.
 
-The C++ loop runs a whole block of steps without returning to Python; it is built with
-``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler and ninja; the
-build is cached in torch's extension directory). Where it cannot be built, :func:`logistic_kernel`
-warns once and returns ``None`` and the engine runs its Python loop instead, which takes the
-same random draws in the same order.
+The C++ loop runs a whole block of steps without returning to Python, whole trials on each of
+``torch.get_num_threads()`` threads (trials are independent: each has its own Exp(1) stream).
+It is built with ``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler
+and ninja; the build is cached in torch's extension directory). Where it cannot be built,
+:func:`logistic_kernel` warns once and returns ``None`` and the engine runs its Python loop,
+which takes the same random draws in the same order and gives the same spikes.
 
-A step :math:`s` of the block, for every neuron-trial :math:`i`:
+A step :math:`s` of the block, for every neuron-trial :math:`i` (the input buffer :math:`F`
+already holds the background and the stimulus):
 
 .. math::
     R_i \mathrel{-}= h(F_i(s) - \theta_i), \qquad X_i(s) = [R_i \le 0],
 
 with the hazard :math:`h(x) = -\log(1 - \sigma(x)\,\Delta t)` (:math:`\mathrm{softplus}(x)`
 for :math:`\Delta t = 1`, evaluated by ATen's vectorised kernels); a neuron that fires draws a
-new Exp(1) threshold :math:`R_i`, then its spikes are delivered to the input buffer :math:`F`:
+new Exp(1) threshold :math:`R_i`, then its spikes are delivered to the coming inputs:
 
 .. math::
-    F_j(s+1+\tau) \mathrel{+}= c(\tau) \sum_{i \,\mathrm{fired}} w_{ij}, \qquad
+    F_j(s+1+\tau) \mathrel{+}= r\,c(\tau) \sum_{i \,\mathrm{fired}} (W_0)_{ij}, \qquad
     F_i(s+1+\tau) \mathrel{+}= \mathrm{ref}_i(\tau).
 """
 
@@ -200,8 +202,9 @@ def logistic_kernel() -> Callable | None:
     logger.info("loading spikefit's compiled simulation loop (built on first use: a minute)")
     name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
     try:  # the name changes with the source: other versions' builds never get in the way
-        module = load_inline(name, cpp_sources=[SOURCE],
-                             functions=["logistic_block"], extra_cflags=["-O3"])
+        module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
+                             # no fused multiply-adds: rounding as in ATen's kernels
+                             extra_cflags=["-O3", "-ffp-contract=off"])
     except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"spikefit: the compiled simulation loop could not be built ({error}); "
                       f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)

@@ -203,7 +203,7 @@ def logistic_kernel() -> Callable | None:
     name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
     try:  # the name changes with the source: other versions' builds never get in the way
         module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
-                             # no fused multiply-adds: rounding as in ATen's kernels
+                             # no fused multiply-adds, like ATen's x86 kernels (same sums)
                              extra_cflags=["-O3", "-ffp-contract=off"])
     except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"spikefit: the compiled simulation loop could not be built ({error}); "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
 
 import lightning as L
@@ -48,7 +49,8 @@ def run_spikefit(datamodule: NetworkDataModule) -> tuple[float, float]:
                            tolerance=TOLERANCE)
     trainer = L.Trainer(max_epochs=300, check_val_every_n_epoch=10, num_sanity_val_steps=0,
                         enable_progress_bar=False, enable_model_summary=False, logger=False,
-                        enable_checkpointing=False, accelerator="cpu")
+                        enable_checkpointing=False, accelerator="cpu",
+                        default_root_dir=tempfile.mkdtemp(prefix="bench_calibration_"))
     start = time.perf_counter()
     trainer.fit(task, datamodule)
     elapsed = time.perf_counter() - start

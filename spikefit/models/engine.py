@@ -277,8 +277,8 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
     r"""Engine for synaptic-activation models: :math:`g = r W_0^\top s + b + E`, then s
     is updated by the model's :meth:`update_activation`."""
     n, device = data.num_nodes, data.W0.device
-    post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(),
-                                          (n, n)).coalesce().to_sparse_csr()
+    pre, post = data.edge_index
+    weight = data.W0.float()
     r = model.recurrence()
     block = _block_length(n_trials * n)
     activation = torch.rand(n_trials, n, generator=generator, device=device)
@@ -288,7 +288,9 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
         drive = _drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
         raster = torch.empty(length, n_trials, n, device=device)
         for step in range(length):
-            g = r * (post_by_pre @ activation.t()).t() + drive[step]
+            synaptic = torch.zeros(n_trials, n, device=device).index_add_(
+                1, post, activation[:, pre] * weight)  # O(E) gather, robust on every device
+            g = r * synaptic + drive[step]
             raster[step] = model.emit_spikes(model.non_linearity(g))
             activation = model.update_activation(raster[step], activation)
         spikes = SpikeBlock.from_raster(raster)

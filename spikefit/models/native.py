@@ -1,7 +1,8 @@
 r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli GLM) models.
 
 The C++ loop runs a whole block of steps without returning to Python, whole trials on each of
-``torch.get_num_threads()`` threads (trials are independent: each has its own Exp(1) stream).
+``torch.get_num_threads()`` threads on Linux (trials are independent: each has its own Exp(1)
+stream).
 It is built with ``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler
 and ninja; the build is cached in torch's extension directory). Where it cannot be built,
 :func:`logistic_kernel` warns once and returns ``None`` and the engine runs its Python loop,
@@ -28,16 +29,14 @@ import functools
 import hashlib
 import logging
 import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
 SOURCE = r"""
-#include <c10/util/ParallelGuard.h>
 #include <algorithm>
-#include <exception>
-#include <thread>
 #include <vector>
 
 // Neuron-trials per thread, at least, when the trials are split over threads.
@@ -165,24 +164,11 @@ at::Tensor logistic_block(
     }
   };
 
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(
-      {static_cast<int64_t>(at::get_num_threads()), trials, width / kThreadWidth}));
-  std::vector<std::vector<int64_t>> events(threads);
-  std::vector<std::exception_ptr> errors(threads);
-  auto work = [&](int64_t t) {
-    try {
-      c10::ParallelGuard serial(threads > 1);  // no nested intra-op threads
-      run(trials * t / threads, trials * (t + 1) / threads, events[t]);
-    } catch (...) {
-      errors[t] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work, t);
-  work(0);
-  for (auto& helper : helpers) helper.join();
-  for (const auto& error : errors)
-    if (error) std::rethrow_exception(error);
+  // whole trials, at least kThreadWidth neuron-trials, per thread (of ATen's intra-op pool)
+  std::vector<std::vector<int64_t>> events(at::get_num_threads());
+  at::parallel_for(0, trials, (kThreadWidth + n - 1) / n, [&](int64_t begin, int64_t end) {
+    run(begin, end, events[at::get_thread_num()]);
+  });
   std::vector<int64_t> keys;
   for (const auto& part : events) {
     keys.insert(keys.end(), part.begin(), part.end());
@@ -201,10 +187,13 @@ def logistic_kernel() -> Callable | None:
 
     logger.info("loading spikefit's compiled simulation loop (built on first use: a minute)")
     name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
+    # OpenMP (Linux): at::parallel_for then runs on ATen's own OpenMP threads (else serially)
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     try:  # the name changes with the source: other versions' builds never get in the way
         module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
                              # no fused multiply-adds, like ATen's x86 kernels (same sums)
-                             extra_cflags=["-O3", "-ffp-contract=off"])
+                             extra_cflags=["-O3", "-ffp-contract=off", *openmp],
+                             extra_ldflags=openmp)
     except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"spikefit: the compiled simulation loop could not be built ({error}); "
                       f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)

@@ -2,11 +2,10 @@ r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli
 
 The C++ loop runs a whole block of steps without returning to Python, whole trials on each of
 ``torch.get_num_threads()`` threads on Linux (trials are independent: each has its own Exp(1)
-stream).
-It is built with ``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler
-and ninja; the build is cached in torch's extension directory). Where it cannot be built,
-:func:`logistic_kernel` warns once and returns ``None`` and the engine runs its Python loop,
-which takes the same random draws in the same order and gives the same spikes.
+stream). It is built with ``torch.utils.cpp_extension.load_inline`` on first use (needs a C++
+compiler and ninja; the build is cached in torch's extension directory). Where it cannot be
+built, :func:`logistic_kernel` warns once and returns ``None`` and the engine runs its Python
+loop, which takes the same random draws in the same order and gives the same spikes.
 
 A step :math:`s` of the block, for every neuron-trial :math:`i` (the input buffer :math:`F`
 already holds the background and the stimulus):
@@ -187,15 +186,17 @@ def logistic_kernel() -> Callable | None:
 
     logger.info("loading spikefit's compiled simulation loop (built on first use: a minute)")
     name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
-    # OpenMP (Linux): at::parallel_for then runs on ATen's own OpenMP threads (else serially)
+    flags = ["-O3", "-ffp-contract=off"]  # no fused multiply-adds, like ATen's x86 kernels
+    # with OpenMP (Linux), at::parallel_for runs on ATen's own OpenMP threads; without (other
+    # platforms, or a compiler without OpenMP) the trials run one after the other
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    try:  # the name changes with the source: other versions' builds never get in the way
-        module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
-                             # no fused multiply-adds, like ATen's x86 kernels (same sums)
-                             extra_cflags=["-O3", "-ffp-contract=off", *openmp],
-                             extra_ldflags=openmp)
-    except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"spikefit: the compiled simulation loop could not be built ({error}); "
-                      f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)
-        return None
-    return module.logistic_block
+    for extra in ([openmp, []] if openmp else [[]]):
+        try:  # the name changes with the source: other versions' builds never get in the way
+            module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
+                                 extra_cflags=flags + extra, extra_ldflags=extra)
+            return module.logistic_block
+        except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
+            failure = error
+    warnings.warn(f"spikefit: the compiled simulation loop could not be built ({failure}); "
+                  f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)
+    return None

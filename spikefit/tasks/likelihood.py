@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -24,9 +25,10 @@ from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel
 from spikefit.tasks.calibration import DEFAULT_MODEL
+from spikefit.tasks.design import LinearDesign
 from spikefit.tasks.observation import Observations, observations_of
-from spikefit.tasks.regularizers import Regularizer
-from spikefit.tasks.solvers import LBFGS, Solver
+from spikefit.tasks.regularizers import L1, Regularizer
+from spikefit.tasks.solvers import LBFGS, NewtonSystem, Solver
 
 COUPLINGS = ("dense", "graph", "fixed", "none")
 SPLITS = ("train", "heldout")
@@ -63,7 +65,9 @@ class LikelihoodFit(L.LightningModule):
             (refractory) kernel, whose shape stays fixed.
         observation: emission distribution (default: the one the model emits from).
         regularizer: penalty on the fitted coupling weights (L1 or L2).
-        solver: :class:`~spikefit.tasks.solvers.LBFGS` (full batch, the default) or
+        solver: :class:`~spikefit.tasks.solvers.LBFGS` (full batch, the default),
+            :class:`~spikefit.tasks.solvers.Newton` (full batch, per-neuron blocks: the
+            coupling, refractory scales and per-neuron offsets such as θ or b) or
             :class:`~spikefit.tasks.solvers.Adam` (time chunks).
     """
 
@@ -139,6 +143,8 @@ class LikelihoodFit(L.LightningModule):
         true_W0 = None if data.network is None else graph_to_dense(data.network).float()
         self.register_buffer("true_W0", true_W0)
         self._probe()
+        if self.solver.needs_blocks:
+            self._check_blocks()
 
     def _expand(self, name: str, n: int) -> None:
         """Replaces model parameter ``name`` by one value per neuron [N]."""
@@ -185,6 +191,36 @@ class LikelihoodFit(L.LightningModule):
             raise ValueError(f"per_neuron: {self.hparams.per_neuron} give rates of shape "
                              f"{list(rates.shape)}, expected [bins, N] = "
                              f"{[bins, self.n_neurons]}")
+
+    def _check_blocks(self) -> None:
+        """Raises unless every fitted quantity belongs to one neuron and moves its input
+        linearly (what Newton's per-neuron blocks need); finds the offsets' signs."""
+        name = type(self.solver).__name__
+        shared = [p for p in self.fitted if p not in (self.hparams.per_neuron or [])]
+        if shared:
+            raise ValueError(f"solver {name} fits per-neuron blocks: {shared} would be shared "
+                             f"by all neurons; list them in per_neuron or use solver LBFGS")
+        if isinstance(self.regularizer, L1):
+            raise ValueError(f"solver {name} needs a smooth objective: the L1 penalty has no "
+                             f"second derivative at 0; use L2, or solver Adam for L1")
+        self.offset_signs = [self._offset_sign(p) for p in self.fitted]
+
+    def _offset_sign(self, name: str) -> float:
+        """+1 or -1 when per-neuron parameter ``name`` shifts the argument of the
+        non-linearity like the input does (b) or against it (θ); raises otherwise."""
+        parameter, bins = self.model.get_parameter(name), 7
+        silence = {"spikes": torch.zeros(self.n_neurons, bins), "start": 0, "bins": bins}
+        shift = torch.linspace(-3, 3, bins * self.n_neurons).view(bins, -1).requires_grad_()
+        rates = self.model.non_linearity(self.chunk_input(silence) + shift)
+        weights = torch.rand(rates.shape, generator=torch.Generator().manual_seed(0))
+        by_input, by_parameter = torch.autograd.grad((rates * weights).sum(), [shift, parameter],
+                                                     materialize_grads=True)
+        for sign in (1.0, -1.0):
+            if torch.allclose(by_parameter, sign * by_input.sum(0), rtol=1e-4, atol=1e-7):
+                return sign
+        raise ValueError(f"solver {type(self.solver).__name__}: per-neuron '{name}' does not "
+                         f"shift the input of the non-linearity (as θ or b do), so it is not "
+                         f"linear in the input; fit it with solver LBFGS")
 
     # ------------------------------------------------------------------ the likelihood
     def coupling_matrix(self) -> torch.Tensor:
@@ -256,13 +292,15 @@ class LikelihoodFit(L.LightningModule):
                             if fixed else None), targets
             return cache[k]
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
+        def evaluate(backward: bool) -> torch.Tensor:
+            """The objective over all processes; with its gradient when ``backward``."""
             total = torch.zeros((), device=self.device)
             for k, chunk in enumerate(batch):
-                nll = -self.chunk_log_likelihood(chunk, *prepared(k))
-                loss = nll * (chunk["weight"] * scale) + (self.penalty() if k == 0 else 0.0)
-                self.manual_backward(loss)
+                with torch.set_grad_enabled(backward):
+                    nll = -self.chunk_log_likelihood(chunk, *prepared(k))
+                    loss = nll * (chunk["weight"] * scale) + (self.penalty() if k == 0 else 0.0)
+                if backward:
+                    self.manual_backward(loss)
                 total += loss.detach()
             objective = strategy.reduce(total, reduce_op="mean")
             if not torch.isfinite(objective):
@@ -272,12 +310,108 @@ class LikelihoodFit(L.LightningModule):
                     f"floor or the learning rate")
             return objective
 
-        objective, self.converged = self.solver.step(optimizer, closure)
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            return evaluate(backward=True)
+
+        system = (self.newton_system(batch, prepared, scale, lambda: evaluate(backward=False))
+                  if self.solver.needs_blocks else None)
+        objective, self.converged = self.solver.step(optimizer, closure, system)
         self.log("train/objective", objective, prog_bar=True, batch_size=1)
         for name in self.fitted:
             self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
         if self.converged:
             self.trainer.should_stop = True
+
+    def newton_system(self, batch: list[Chunk], prepared: Callable[[int], tuple],
+                      scale: torch.Tensor, objective: Callable[[], torch.Tensor]
+                      ) -> NewtonSystem:
+        """The ``objective`` of :meth:`training_step` in per-neuron blocks: neuron i's block
+        is its incoming coupling weights, its refractory scale and its offsets, in that order
+        (:class:`~spikefit.tasks.design.LinearDesign`)."""
+        strategy = self.trainer.strategy
+        designs: dict[int, LinearDesign] = {}
+
+        def design(k: int) -> LinearDesign:
+            if k not in designs:
+                bins = batch[k]["bins"]
+                presynaptic, own = (None if t is None else t[0, :, -bins:].t()
+                                    for t in prepared(k)[0])
+                designs[k] = LinearDesign(
+                    presynaptic if self.fits_coupling else None,
+                    own if self.refractory_scale is not None else None,
+                    self.offset_signs, self.model.recurrence().detach(),
+                    self.solver.max_pairs)
+            return designs[k]
+
+        def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            total, gradient, hessian = 0.0, 0.0, 0.0
+            for k, chunk in enumerate(batch):
+                traces, targets = prepared(k)
+                weight = chunk["weight"] * scale
+                with torch.no_grad():
+                    input = self.chunk_input(chunk, traces)
+                input.requires_grad_()
+                link = self.observation.link(self.model, input)
+                slope, = torch.autograd.grad(link.sum(), input, create_graph=True)
+                curvature, = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
+                link, slope = link.detach(), slope.detach()
+                spikes = chunk["spikes"][:, -chunk["bins"]:].t()
+                first, second = self.observation.link_derivatives(spikes, link)
+                d = -weight * first * slope  # derivatives of the objective in g
+                w = -weight * (second * slope.square() + first * curvature)
+                g, h = design(k).blocks(d, w)
+                nll = -weight * self.observation.log_likelihood_of_link(targets, link)
+                total, gradient, hessian = total + nll, gradient + g, hessian + h
+            penalty_gradient, penalty_curvature = self.penalty_derivatives()
+            if penalty_gradient is not None:
+                pre, post = self.edge_index
+                gradient[post, pre] += penalty_gradient
+                hessian[post, pre, pre] += penalty_curvature
+                total = total + self.penalty().detach()
+            free = self.block_mask()
+            gradient = gradient * free
+            hessian = torch.where(free.unsqueeze(1) & free.unsqueeze(2), hessian,
+                                  torch.eye(free.shape[1], device=hessian.device))
+            return tuple(strategy.reduce(x, reduce_op="mean") for x in (total, gradient,
+                                                                         hessian))
+
+        def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
+            by_parameter, first = {}, 0
+            if self.fits_coupling:
+                pre, post = self.edge_index
+                by_parameter[self.coupling_weights] = step[post, pre]
+                first = self.n_neurons
+            if self.refractory_scale is not None:
+                by_parameter[self.refractory_scale] = step[:, first]
+                first += 1
+            for k, name in enumerate(self.fitted):
+                by_parameter[self.model.get_parameter(name)] = step[:, first + k]
+            return [by_parameter[p] for p in self.trainer.optimizers[0].param_groups[0]["params"]]
+
+        return NewtonSystem(blocks, objective, to_parameters)
+
+    def block_mask(self) -> torch.Tensor:
+        """[N, P]: which entries of each neuron's block are fitted (not the absent coupling
+        weights, e.g. the self-coupling)."""
+        n = self.n_neurons
+        width = (n if self.fits_coupling else 0) + (self.refractory_scale is not None) + len(
+            self.fitted)
+        free = torch.ones(n, width, dtype=torch.bool, device=self.device)
+        if self.fits_coupling:
+            coupled = torch.zeros(n, n, dtype=torch.bool, device=self.device)
+            coupled[self.edge_index[1], self.edge_index[0]] = True
+            free[:, :n] = coupled
+        return free
+
+    def penalty_derivatives(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """First and second derivatives of the (separable) penalty in each coupling weight."""
+        if self.regularizer is None or not self.fits_coupling:
+            return None, None
+        weights = self.coupling_weights.detach().requires_grad_()
+        first, = torch.autograd.grad(self.regularizer(weights), weights, create_graph=True)
+        second, = torch.autograd.grad(first.sum(), weights, materialize_grads=True)
+        return first.detach(), second
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: list[Chunk], batch_idx: int,

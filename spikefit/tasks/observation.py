@@ -38,11 +38,25 @@ class Observations:
         and ``rate`` [S, N] (nats)."""
         raise NotImplementedError
 
+    def link(self, model: BaseModel, input: torch.Tensor) -> torch.Tensor:
+        """The model's output m(g) elementwise that this distribution is parametrised by
+        (default: the non-linearity, the rate or probability per step)."""
+        return model.non_linearity(input)
+
+    def log_likelihood_of_link(self, spikes: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
+        """Total log-likelihood given the :meth:`link` output (default: it is the rate)."""
+        return self.log_likelihood(spikes, link)
+
     def model_log_likelihood(self, model: BaseModel, spikes: torch.Tensor,
                              input: torch.Tensor) -> torch.Tensor:
-        """Total log-likelihood of ``spikes`` given the model's ``input`` g (by default through
-        its non-linearity; an observation model may use a stabler form of the link)."""
-        return self.log_likelihood(spikes, model.non_linearity(input))
+        """Total log-likelihood of ``spikes`` given the model's ``input`` g."""
+        return self.log_likelihood_of_link(spikes, self.link(model, input))
+
+    def link_derivatives(self, spikes: torch.Tensor,
+                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First and second derivatives of each element's log-probability in the
+        :meth:`link` output m, at dense ``spikes`` [S, N] (Newton's method)."""
+        raise NotImplementedError
 
     def check(self, spikes: torch.Tensor) -> None:
         """Raises ValueError if ``spikes`` cannot come from this distribution."""
@@ -63,19 +77,30 @@ class BernoulliObservations(Observations):
 
     def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
         most = 1 - torch.finfo(rate.dtype).eps
-        return self.from_hazard(spikes, -torch.log1p(-rate.clamp(max=most)))
+        return self.log_likelihood_of_link(spikes, -torch.log1p(-rate.clamp(max=most)))
 
-    def model_log_likelihood(self, model: BaseModel, spikes: torch.Tensor,
-                             input: torch.Tensor) -> torch.Tensor:
+    def link(self, model: BaseModel, input: torch.Tensor) -> torch.Tensor:
+        r"""The hazard h: the model's own, or :math:`-\log(1 - p)` of its non-linearity."""
         if model.hazard is None:
-            return super().model_log_likelihood(model, spikes, input)
-        return self.from_hazard(spikes, model.hazard(input))
+            return -torch.log1p(-model.non_linearity(input).clamp(max=1 - self.floor))
+        return model.hazard(input)
 
-    def from_hazard(self, spikes: torch.Tensor, hazard: torch.Tensor) -> torch.Tensor:
+    def log_likelihood_of_link(self, spikes: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
         """Total log-likelihood from the hazard h [same shape as ``spikes``]."""
-        _, fired = at_spikes(spikes, hazard)
+        _, fired = at_spikes(spikes, link)
         spike_terms = torch.log(-torch.expm1(-fired.clamp(min=self.floor))) + fired
-        return spike_terms.sum() - hazard.sum()
+        return spike_terms.sum() - link.sum()
+
+    def link_derivatives(self, spikes: torch.Tensor,
+                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\partial_h \log P = X/(e^h - 1) - (1 - X)` and
+        :math:`\partial_h^2 \log P = -X e^h/(e^h - 1)^2`."""
+        fired = spikes > 0
+        h = link.clamp(min=self.floor)
+        excess = torch.expm1(h)
+        first = torch.where(fired, 1 / excess, -1.0)
+        second = torch.where(fired, -1 / (excess * -torch.expm1(-h)), 0.0)
+        return first, second
 
     def check(self, spikes: torch.Tensor) -> None:
         most = float(spikes.max())
@@ -95,6 +120,12 @@ class PoissonObservations(Observations):
         counts, fired = at_spikes(spikes, rate)
         spike_terms = counts * torch.log(fired.clamp(min=self.floor))
         return spike_terms.sum() - rate.sum() - torch.lgamma(counts + 1).sum()
+
+    def link_derivatives(self, spikes: torch.Tensor,
+                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\partial_\mu \log P = X/\mu - 1` and :math:`\partial_\mu^2 \log P = -X/\mu^2`."""
+        rate = link.clamp(min=self.floor)
+        return spikes / rate - 1, -spikes / rate.square()
 
 
 def observations_of(model: BaseModel) -> Observations:

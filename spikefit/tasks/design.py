@@ -1,0 +1,118 @@
+"""The per-neuron linear design of a GLM fit, for Newton's method."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+class LinearDesign:
+    r"""How the per-neuron block of fitted parameters moves each neuron's input over one time
+    chunk of S bins.
+
+    Neuron i's block is :math:`\beta_i = (W_{0i}, \dots, W_{N-1,i}, s_i, o_{i1}, \dots)`:
+    its incoming coupling weights, its refractory scale and its offsets (per-neuron
+    parameters that shift the argument of the non-linearity, such as θ or b), and
+
+    .. math::
+        g_{ti} = r_i \sum_j F_{tj} W_{ji} + s_i R_{ti} + \sum_k c_k\, o_{ik}
+                 + \text{(terms not fitted)}
+
+    with F the presynaptic traces, R the refractory-filtered own spikes and
+    :math:`c_k = \pm 1` the sign of offset k. With the elementwise derivatives of the
+    objective :math:`d = \partial f / \partial g` and :math:`w = \partial^2 f / \partial g^2`
+    (f is a sum over bins and neurons), block i's gradient and Hessian are
+    :math:`\sum_t d_{ti} x_{ti}` and :math:`\sum_t w_{ti} x_{ti} x_{ti}^\top` with
+    :math:`x_{ti} = (r_i F_t, R_{ti}, c)`.
+
+    The coupling part :math:`\sum_t w_{ti} F_{tj} F_{tk}` uses the sparsity of the traces:
+    the products :math:`F_{tj} F_{tk}` of every bin are stored once as a sparse [N², S]
+    matrix, so each Hessian costs one sparse product with w.
+
+    Args:
+        presynaptic: F [S, N], or None when the coupling is not fitted.
+        own: R [S, N], or None when the refractory scale is not fitted.
+        signs: :math:`c_k` of the fitted offsets.
+        recurrence: :math:`r_i` [N] (or a scalar), the scale of the coupling input.
+        max_pairs: largest number of stored products F_tj·F_tk (memory bound).
+    """
+
+    def __init__(self, presynaptic: torch.Tensor | None, own: torch.Tensor | None,
+                 signs: list[float], recurrence: torch.Tensor, max_pairs: int) -> None:
+        self.own = own
+        self.signs = signs
+        self.coupled = presynaptic is not None
+        if presynaptic is None:
+            return
+        n_bins, n = presynaptic.shape
+        self.recurrence = recurrence.expand(n)
+        self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
+        self.pairs = pair_products(presynaptic, max_pairs)
+
+    @property
+    def width(self) -> int:
+        """Block size P per neuron."""
+        n = self.recurrence.numel() if self.coupled else 0
+        return n + (self.own is not None) + len(self.signs)
+
+    def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
+        n = d.shape[1]
+        local = ([self.own] if self.own is not None else []) + [
+            torch.full((), sign, device=d.device) for sign in self.signs]
+        local_gradient = [(d * column).sum(0) for column in local]
+        weighted = [w * column for column in local]
+        local_hessian = torch.stack([torch.stack([(a * b).expand_as(w).sum(0) for b in local])
+                                     for a in weighted]) if local else None  # [A, A, N]
+        width = self.width
+        gradient = d.new_zeros(n, width)
+        hessian = d.new_zeros(n, width, width)
+        first = 0
+        if self.coupled:
+            r = self.recurrence
+            # Σ_t F_tj · (d, w·local_a)_ti in one sparse product: [N (j), (1 + A)·N (i)]
+            stacked = torch.cat([d, *weighted], dim=1)
+            products = (self.presynaptic_by_neuron @ stacked).view(n, 1 + len(local), n)
+            gradient[:, :n] = products[:, 0].t() * r.unsqueeze(1)
+            coupling = (self.pairs @ w).view(n, n, n).permute(2, 0, 1)  # [i, j, k]
+            hessian[:, :n, :n] = coupling * r.square().view(n, 1, 1)
+            cross = products[:, 1:].permute(2, 1, 0) * r.view(n, 1, 1)  # [i, a, j]
+            hessian[:, n:, :n] = cross
+            hessian[:, :n, n:] = cross.transpose(1, 2)
+            first = n
+        if local:
+            gradient[:, first:] = torch.stack(local_gradient, dim=1)
+            hessian[:, first:, first:] = local_hessian.permute(2, 0, 1)
+        return gradient, hessian
+
+
+def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
+    """Sparse CSR matrix [N², S] whose entry (j·N + k, t) is traces[t, j]·traces[t, k]."""
+    n_bins, n = traces.shape
+    csr = to_csr(traces)
+    rows, columns, values = csr.crow_indices(), csr.col_indices(), csr.values()
+    per_bin = rows[1:] - rows[:-1]
+    total = int(per_bin.square().sum())
+    if total > max_pairs:
+        raise ValueError(
+            f"solver Newton: the spike traces are too dense for its sparse Hessian "
+            f"({total:,} products of trace pairs, limit max_pairs={max_pairs:,}); use "
+            f"solver LBFGS, or raise max_pairs if memory allows")
+    bin_of = torch.repeat_interleave(torch.arange(n_bins, device=traces.device), per_bin)
+    partners = per_bin[bin_of]  # for each nonzero, the nonzeros of its bin
+    first = torch.repeat_interleave(torch.arange(len(columns), device=traces.device),
+                                    partners)
+    within = torch.arange(total, device=traces.device) - torch.repeat_interleave(
+        partners.cumsum(0) - partners, partners)
+    second = rows[bin_of[first]] + within
+    index = torch.stack([columns[first] * n + columns[second], bin_of[first]])
+    return to_csr(torch.sparse_coo_tensor(index, values[first] * values[second],
+                                          (n * n, n_bins), check_invariants=False))
+
+
+def to_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (dense or COO) as sparse CSR, without torch's note that CSR is in beta."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return matrix.coalesce().to_sparse_csr() if matrix.is_sparse else matrix.to_sparse_csr()

@@ -3,9 +3,10 @@ r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli
 The C++ loop runs a whole block of steps without returning to Python, whole trials on each of
 ``torch.get_num_threads()`` threads on Linux (trials are independent: each has its own Exp(1)
 stream). It is built with ``torch.utils.cpp_extension.load_inline`` on first use (needs a C++
-compiler and ninja; the build is cached in torch's extension directory). Where it cannot be
-built, :func:`logistic_kernel` warns once and returns ``None`` and the engine runs its Python
-loop, which takes the same random draws in the same order and gives the same spikes.
+compiler and ninja; the build is kept in torch's extension directory and imported directly
+afterwards). Where it cannot be built, :func:`logistic_kernel` warns once and returns ``None``
+and the engine runs its Python loop, which takes the same random draws in the same order and
+gives the same spikes.
 
 A step :math:`s` of the block, for every neuron-trial :math:`i` (the input buffer :math:`F`
 already holds the background and the stimulus):
@@ -26,11 +27,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -178,22 +184,53 @@ at::Tensor logistic_block(
 """
 
 
+def build_folder(name: str) -> Path:
+    """Where the build of ``name`` is kept: a ``spikefit`` folder in torch's extension
+    directory (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions")
+    return Path(root) / "spikefit" / name
+
+
+def import_built(name: str, folder: Path) -> Callable | None:
+    """The loop from an existing build in ``folder`` (milliseconds, where ``load_inline``
+    first imports its builder and runs ninja to check the build, ~0.05 s), or ``None``."""
+    path = folder / f"{name}{'.pyd' if sys.platform == 'win32' else '.so'}"
+    if not path.is_file():
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, OSError):  # e.g. a build being written by another process
+        return None
+    return module.logistic_block
+
+
 @functools.cache
 def logistic_kernel() -> Callable | None:
     """The compiled block loop (built on the first call), or ``None`` with a one-time warning
     when it cannot be built here."""
-    from torch.utils.cpp_extension import load_inline
-
-    logger.info("loading spikefit's compiled simulation loop (built on first use: a minute)")
-    name = f"spikefit_logistic_block_{hashlib.sha1(SOURCE.encode()).hexdigest()[:10]}"
     flags = ["-O3", "-ffp-contract=off"]  # no fused multiply-adds, like ATen's x86 kernels
     # with OpenMP (Linux), at::parallel_for runs on ATen's own OpenMP threads; without (other
     # platforms, or a compiler without OpenMP) the trials run one after the other
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    # the name changes with the source, the flags and the versions: a build found under it is
+    # the one load_inline would make, and other versions' builds never get in the way
+    key = "\n".join([SOURCE, torch.__version__, sys.version, *flags, *openmp])
+    name = f"spikefit_logistic_block_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    folder = build_folder(name)
+    kernel = import_built(name, folder)
+    if kernel is not None:
+        return kernel
+    from torch.utils.cpp_extension import load_inline  # slow to import: only to build
+
+    logger.info("building spikefit's compiled simulation loop (once: a minute)")
+    folder.mkdir(parents=True, exist_ok=True)
     for extra in ([openmp, []] if openmp else [[]]):
-        try:  # the name changes with the source: other versions' builds never get in the way
+        try:
             module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
-                                 extra_cflags=flags + extra, extra_ldflags=extra)
+                                 extra_cflags=flags + extra, extra_ldflags=extra,
+                                 build_directory=str(folder))
             return module.logistic_block
         except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
             failure = error

@@ -58,32 +58,39 @@ class LinearDesign:
 
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
-        n = d.shape[1]
-        local = ([self.own] if self.own is not None else []) + [
-            torch.full((), sign, device=d.device) for sign in self.signs]
-        local_gradient = [(d * column).sum(0) for column in local]
-        weighted = [w * column for column in local]
-        local_hessian = torch.stack([torch.stack([(a * b).expand_as(w).sum(0) for b in local])
-                                     for a in weighted]) if local else None  # [A, A, N]
-        width = self.width
+        n, width = d.shape[1], self.width
+        signs = torch.tensor(self.signs, dtype=d.dtype, device=d.device)
         gradient = d.new_zeros(n, width)
         hessian = d.new_zeros(n, width, width)
-        first = 0
-        if self.coupled:
-            r = self.recurrence
-            # Σ_t F_tj · (d, w·local_a)_ti in one sparse product: [N (j), (1 + A)·N (i)]
-            stacked = torch.cat([d, *weighted], dim=1)
-            products = (self.presynaptic_by_neuron @ stacked).view(n, 1 + len(local), n)
-            gradient[:, :n] = products[:, 0].t() * r.unsqueeze(1)
-            coupling = (self.pairs @ w).view(n, n, n).permute(2, 0, 1)  # [i, j, k]
-            hessian[:, :n, :n] = coupling * r.square().view(n, 1, 1)
-            cross = products[:, 1:].permute(2, 1, 0) * r.view(n, 1, 1)  # [i, a, j]
-            hessian[:, n:, :n] = cross
-            hessian[:, :n, n:] = cross.transpose(1, 2)
-            first = n
-        if local:
+        # the per-neuron columns: R (if fitted), then the offsets c_k
+        sum_d, sum_w = d.sum(0), w.sum(0)
+        local_gradient = [sum_d * sign for sign in signs]
+        local_hessian = torch.outer(signs, signs).unsqueeze(-1) * sum_w  # [A, A, N]
+        if self.own is not None:
+            w_own = w * self.own
+            sum_w_own = w_own.sum(0)
+            local_gradient.insert(0, (d * self.own).sum(0))
+            by_offset = signs.unsqueeze(-1) * sum_w_own  # [offsets, N]
+            top = torch.cat([(w_own * self.own).sum(0).unsqueeze(0), by_offset]).unsqueeze(0)
+            local_hessian = torch.cat([top, torch.cat([by_offset.unsqueeze(1), local_hessian],
+                                                      dim=1)])
+        first = width - len(local_gradient)
+        if local_gradient:
             gradient[:, first:] = torch.stack(local_gradient, dim=1)
             hessian[:, first:, first:] = local_hessian.permute(2, 0, 1)
+        if self.coupled:
+            r, by_neuron = self.recurrence, self.presynaptic_by_neuron
+            gradient[:, :n] = (by_neuron @ d).t() * r.unsqueeze(1)
+            coupling = (self.pairs @ w).view(n, n, n).permute(2, 0, 1)  # [i, j, k]
+            hessian[:, :n, :n] = coupling * r.square().view(n, 1, 1)
+            # Σ_t F_tj w_ti x_ti for the per-neuron columns x: [i, column, j]
+            columns = [(by_neuron @ w_own).t().unsqueeze(1)] if self.own is not None else []
+            if self.signs:
+                columns.append((by_neuron @ w).t().unsqueeze(1) * signs.view(1, -1, 1))
+            if columns:
+                cross = torch.cat(columns, dim=1) * r.view(n, 1, 1)
+                hessian[:, n:, :n] = cross
+                hessian[:, :n, n:] = cross.transpose(1, 2)
         return gradient, hessian
 
 

@@ -26,7 +26,7 @@ from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel
 from spikefit.tasks.calibration import DEFAULT_MODEL
 from spikefit.tasks.design import LinearDesign
-from spikefit.tasks.observation import Observations, observations_of
+from spikefit.tasks.observation import Observations, at_spikes, observations_of
 from spikefit.tasks.regularizers import L1, Regularizer
 from spikefit.tasks.solvers import LBFGS, NewtonSystem, Solver
 
@@ -356,10 +356,13 @@ class LikelihoodFit(L.LightningModule):
                 slope, = torch.autograd.grad(link.sum(), input, create_graph=True)
                 curvature, = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
                 link, slope = link.detach(), slope.detach()
-                spikes = chunk["spikes"][:, -chunk["bins"]:].t()
-                first, second = self.observation.link_derivatives(spikes, link)
-                d = -weight * first * slope  # derivatives of the objective in g
-                w = -weight * (second * slope.square() + first * curvature)
+                # derivatives of the objective in g: log P(0 | m) = -m where no spike
+                d, w = weight * slope, weight * curvature
+                counts, fired = at_spikes(targets, link)
+                index = tuple(targets.indices())
+                first, second = self.observation.spike_link_derivatives(counts, fired)
+                d[index] = -weight * first * slope[index]
+                w[index] = -weight * (second * slope[index].square() + first * curvature[index])
                 g, h = design(k).blocks(d, w)
                 nll = -weight * self.observation.log_likelihood_of_link(targets, link)
                 total, gradient, hessian = total + nll, gradient + g, hessian + h

@@ -52,10 +52,12 @@ class Observations:
         """Total log-likelihood of ``spikes`` given the model's ``input`` g."""
         return self.log_likelihood_of_link(spikes, self.link(model, input))
 
-    def link_derivatives(self, spikes: torch.Tensor,
-                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """First and second derivatives of each element's log-probability in the
-        :meth:`link` output m, at dense ``spikes`` [S, N] (Newton's method)."""
+    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""First and second derivatives of :math:`\log P(X \mid m)` in the :meth:`link`
+        output m at bins with ``counts`` > 0 spikes (``link``: m at those bins), for
+        Newton's method. Both built-in distributions have :math:`\log P(0 \mid m) = -m`, so
+        where no spike was recorded the derivatives are -1 and 0."""
         raise NotImplementedError
 
     def check(self, spikes: torch.Tensor) -> None:
@@ -91,16 +93,13 @@ class BernoulliObservations(Observations):
         spike_terms = torch.log(-torch.expm1(-fired.clamp(min=self.floor))) + fired
         return spike_terms.sum() - link.sum()
 
-    def link_derivatives(self, spikes: torch.Tensor,
-                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`\partial_h \log P = X/(e^h - 1) - (1 - X)` and
-        :math:`\partial_h^2 \log P = -X e^h/(e^h - 1)^2`."""
-        fired = spikes > 0
+    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\partial_h \log P(1 \mid h) = 1/(e^h - 1)` and
+        :math:`\partial_h^2 \log P(1 \mid h) = -e^h/(e^h - 1)^2`."""
         h = link.clamp(min=self.floor)
         excess = torch.expm1(h)
-        first = torch.where(fired, 1 / excess, -1.0)
-        second = torch.where(fired, -1 / (excess * -torch.expm1(-h)), 0.0)
-        return first, second
+        return 1 / excess, -1 / (excess * -torch.expm1(-h))
 
     def check(self, spikes: torch.Tensor) -> None:
         most = float(spikes.max())
@@ -121,11 +120,12 @@ class PoissonObservations(Observations):
         spike_terms = counts * torch.log(fired.clamp(min=self.floor))
         return spike_terms.sum() - rate.sum() - torch.lgamma(counts + 1).sum()
 
-    def link_derivatives(self, spikes: torch.Tensor,
-                         link: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`\partial_\mu \log P = X/\mu - 1` and :math:`\partial_\mu^2 \log P = -X/\mu^2`."""
+    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\partial_\mu \log P = X/\mu - 1` and
+        :math:`\partial_\mu^2 \log P = -X/\mu^2`."""
         rate = link.clamp(min=self.floor)
-        return spikes / rate - 1, -spikes / rate.square()
+        return counts / rate - 1, -counts / rate.square()
 
 
 def observations_of(model: BaseModel) -> Observations:

@@ -1,5 +1,6 @@
 """Connectivity inference against recording length: the edge-detection AUROC of the maximum-
-likelihood coupling (spikefit L-BFGS, all N(N-1) pairs) and of a cross-correlation baseline.
+likelihood coupling (spikefit's Newton solver, all N(N-1) pairs) and of a cross-correlation
+baseline.
 
 A 50-neuron BernoulliGLM (seed introduction parameters, glorot normal network with std 5) is
 simulated once for the longest length; every shorter recording is its beginning. The baseline
@@ -23,7 +24,7 @@ from torchmetrics.functional.classification import binary_auroc
 from spikefit.data import SpikeTrainDataModule
 from spikefit.datasets import NormalGenerator, graph_to_dense
 from spikefit.models import BernoulliGLM
-from spikefit.tasks import LikelihoodFit
+from spikefit.tasks import LikelihoodFit, Newton
 from spikefit.tasks.calibration import SEED_INTRODUCTION
 
 matplotlib.use("Agg")
@@ -35,7 +36,7 @@ LENGTHS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 def fitted_coupling(spikes: torch.Tensor) -> torch.Tensor:
     """Maximum-likelihood coupling [N, N] (threshold and refractory scale per neuron)."""
     task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
-                         refractory_scale=True, coupling="dense")
+                         refractory_scale=True, coupling="dense", solver=Newton())
     data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0, chunk_bins=100_000)
     with tempfile.TemporaryDirectory() as log_dir:
         L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False,

@@ -30,7 +30,7 @@ from spikefit.tasks.calibration import DEFAULT_MODEL
 
 TRAINER_DEFAULTS = {
     "max_epochs": 300,
-    "check_val_every_n_epoch": 10,
+    "check_val_every_n_epoch": 1,  # calibration validates only where it can succeed
     "num_sanity_val_steps": 0,
     "log_every_n_steps": 1,
     "accelerator": "cpu",

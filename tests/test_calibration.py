@@ -1,4 +1,5 @@
-"""Calibration: teacher-forced inputs, targets reached on fresh simulation, CLI, DDP, resume."""
+"""Calibration: teacher-forced inputs, the Gauss–Newton solver, targets reached on fresh
+simulation, CLI, DDP, resume."""
 
 import json
 import math
@@ -13,10 +14,11 @@ import torch
 from spikefit.cli import main
 from spikefit.data import NetworkDataModule
 from spikefit.datasets import NormalGenerator
-from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedSAM, ThresholdSAM
+from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedLNP, RectifiedSAM, ThresholdSAM
 from spikefit.stimulus import RegularStimulus
 from spikefit.tasks import RateCalibration
 from spikefit.tasks.calibration import SEED_INTRODUCTION
+from spikefit.tasks.gauss_newton import damped_least_squares
 from tests.test_models import PAPER, ForcedBernoulli, batch_of_networks
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -72,44 +74,154 @@ def test_shipped_configs_reach_their_targets(tmp_path, config):
     assert list(run.glob("events.out.tfevents.*")) and list(run.glob("checkpoints/*.ckpt"))
 
 
-@pytest.mark.parametrize("model, tune, target, lr", [
-    (PoissonGLM(**{**PAPER[PoissonGLM], "T": 50}), ["b"], 20.0, 0.01),
-    (RectifiedSAM(**{**PAPER[RectifiedSAM], "b": 0.02}), ["b"], 10.0, 0.002),
-    (ThresholdSAM(**{**PAPER[ThresholdSAM], "r": 0.0002}), ["b"], 40.0, 1e-5),
-], ids=["PoissonGLM", "RectifiedSAM", "ThresholdSAM"])
-def test_every_model_calibrates(tmp_path, model, tune, target, lr):
-    task = RateCalibration(model, tune=tune, target_rate_hz=target, lr=lr, n_trials=2,
-                           window_steps=300)
-    data = NetworkDataModule(NormalGenerator(20, 0, 1, glorot=True, seed=0), n_networks=4,
-                             batch_size=4)
-    trainer = L.Trainer(max_epochs=150, check_val_every_n_epoch=5, num_sanity_val_steps=0,
+def fit(task: RateCalibration, data: NetworkDataModule, tmp_path: Path,
+        max_epochs: int = 30) -> L.Trainer:
+    """Runs ``task`` quietly, validating after every step (the validation skips itself far
+    from the target)."""
+    trainer = L.Trainer(max_epochs=max_epochs, num_sanity_val_steps=0,
                         default_root_dir=tmp_path, enable_progress_bar=False,
                         enable_model_summary=False, logger=False, enable_checkpointing=False)
     trainer.fit(task, data)
-    assert_targets_met(task.summary())
+    return trainer
+
+
+@pytest.mark.parametrize("model, target", [
+    (PoissonGLM(**{**PAPER[PoissonGLM], "T": 50}), 20.0),
+    (RectifiedSAM(**{**PAPER[RectifiedSAM], "b": 0.02}), 10.0),
+    (ThresholdSAM(**{**PAPER[ThresholdSAM], "r": 0.0002}), 40.0),
+], ids=["PoissonGLM", "RectifiedSAM", "ThresholdSAM"])
+def test_every_model_calibrates(tmp_path, model, target):
+    task = RateCalibration(model, tune=["b"], target_rate_hz=target, n_trials=2,
+                           window_steps=300, tolerance=0.05, figures=False)
+    data = NetworkDataModule(NormalGenerator(20, 0, 1, glorot=True, seed=0), n_networks=4,
+                             batch_size=4)
+    fit(task, data, tmp_path)
+    assert_targets_met(task.summary(), tolerance=0.05)
 
 
 def test_per_neuron_targets_with_per_neuron_thresholds(tmp_path):
     rates = [5.0] * 10 + [20.0] * 10
     task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), tune=["theta"],
                            per_neuron=["theta"], target_rate_hz=None, neuron_rates_hz=rates,
-                           n_trials=8, tolerance=0.05)
+                           n_trials=8, tolerance=0.05, figures=False)
     data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=1), n_networks=1,
                              batch_size=1)
-    trainer = L.Trainer(max_epochs=150, check_val_every_n_epoch=5, num_sanity_val_steps=0,
-                        default_root_dir=tmp_path, enable_progress_bar=False,
-                        enable_model_summary=False, logger=False, enable_checkpointing=False)
-    trainer.fit(task, data)
+    fit(task, data, tmp_path)
     achieved = torch.tensor(task.achieved["per_neuron"])
-    assert task.model.theta.shape == (20,)
+    assert task.converged and task.model.theta.shape == (20,)
     assert achieved[:10].mean() == pytest.approx(5.0, rel=0.1)
     assert achieved[10:].mean() == pytest.approx(20.0, rel=0.1)
     assert task.model.theta[:10].mean() > task.model.theta[10:].mean()  # quieter = higher θ
 
 
+class Recorder(RateCalibration):
+    """Keeps the spikes and the linearization of every Gauss–Newton step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.spikes, self.linearizations, self.thetas = [], [], []
+
+    def simulate(self, batch, batch_idx, steps, seed, trials):
+        spikes = super().simulate(batch, batch_idx, steps, seed, trials)
+        self.spikes.append(spikes)
+        return spikes
+
+    def linearize(self, batch, batch_idx):
+        self.thetas.append(self.model.theta.detach().clone())
+        self.linearizations.append(super().linearize(batch, batch_idx))
+        return self.linearizations[-1]
+
+
+def test_gauss_newton_step_is_minus_error_over_finite_difference_slope(tmp_path):
+    """One scalar parameter, one global target, no damping: the step is -e / J with J the
+    slope of the teacher-forced expected rate on the step's spikes (central differences)."""
+    model = BernoulliGLM(**SEED_INTRODUCTION)
+    task = Recorder(model, target_rate_hz=10.0, n_trials=3, max_trials=3, window_steps=300,
+                    damping=0.0, figures=False)
+    data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=2), n_networks=2,
+                             batch_size=2)
+    fit(task, data, tmp_path, max_epochs=1)
+    spikes, theta = task.spikes[0], float(task.thetas[0])
+    batch = next(iter(data.train_dataloader()))
+    with torch.no_grad():
+        g = model.input_from_spikes(batch, spikes)[..., model.memory_steps:]
+
+    def error(threshold: float) -> float:  # teacher-forced expected rate, relative error
+        return (torch.sigmoid(g.double() - threshold).mean().item() * 1000 - 10.0) / 10.0
+
+    slope = (error(theta + 1e-4) - error(theta - 1e-4)) / 2e-4
+    linear = task.linearizations[0]
+    assert linear.residuals.item() == pytest.approx(error(theta), rel=1e-4)
+    assert linear.jacobian.to_dense().item() == pytest.approx(slope, rel=1e-3)
+    assert model.theta.item() - theta == pytest.approx(-error(theta) / slope, rel=1e-3)
+
+
+def test_two_populations_with_shared_r_and_b(tmp_path):
+    """Two scalars, two population targets: a determined 2 × 2 Gauss–Newton system. The
+    first half of every network receives random excitatory coupling (its rate depends on r
+    and b), the second half none (its rate is b · λ0)."""
+    generator = torch.Generator().manual_seed(0)
+    for k in range(4):
+        weights = torch.rand(50, 50, generator=generator) * 0.4  # [pre, post]
+        weights[:, 25:] = 0
+        torch.save(weights.fill_diagonal_(0), tmp_path / f"{k}.pt")
+    model = RectifiedLNP(lambda_0=1.0, theta=0.0, T=20, tau=5.0, dt=1.0, r=0.01, b=0.01)
+    task = RateCalibration(model, tune=["r", "b"], target_rate_hz=None,
+                           population_rates_hz={"driven": 20.0, "background": 5.0},
+                           populations={"driven": (0.0, 0.5), "background": (0.5, 1.0)},
+                           tolerance=0.05, figures=False)
+    trainer = fit(task, NetworkDataModule(root=str(tmp_path), batch_size=4), tmp_path)
+    assert_targets_met(task.summary(), tolerance=0.05)
+    assert task.model.b.item() == pytest.approx(0.005, rel=1e-3)  # b alone sets the background
+    assert trainer.global_step <= 8
+
+
+def test_adam_is_still_selectable(tmp_path):
+    task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver="adam", figures=False)
+    fit(task, NetworkDataModule(n_networks=4, batch_size=4), tmp_path, max_epochs=100)
+    summary = task.summary()
+    assert summary["solver"] == "adam" and isinstance(task.optimizers().optimizer,
+                                                       torch.optim.Adam)
+    assert_targets_met(summary)
+
+
+class Pooled(BernoulliGLM):
+    """Each neuron's expected rate mixes all neurons' thresholds (not local)."""
+
+    def expected_spikes(self, input):
+        rates = super().expected_spikes(input)
+        return 0.5 * (rates + rates.mean(dim=-1, keepdim=True))
+
+
+def test_non_local_per_neuron_parameters_are_detected(tmp_path):
+    task = RateCalibration(Pooled(**SEED_INTRODUCTION), tune=["theta"], per_neuron=["theta"],
+                           target_rate_hz=None, neuron_rates_hz=[10.0] * 20, window_steps=100)
+    data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=1), n_networks=1,
+                             batch_size=1)
+    with pytest.raises(ValueError, match="reach other neurons' rates.*solver: adam"):
+        fit(task, data, tmp_path, max_epochs=1)
+
+
+def test_damped_least_squares_matches_a_dense_solve():
+    """A per-neuron diagonal, dense rows of global targets and a dense column of a shared
+    parameter, as calibration Jacobians have."""
+    generator = torch.Generator().manual_seed(0)
+    n = 40
+    jacobian = torch.zeros(n + 2, n + 1, dtype=torch.float64)
+    jacobian[:2] = torch.randn(2, n + 1, generator=generator, dtype=torch.float64)
+    jacobian[2:, 1:] = torch.diag(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
+    jacobian[2:, 0] = torch.randn(n, generator=generator, dtype=torch.float64)
+    residuals = torch.randn(n + 2, generator=generator, dtype=torch.float64)
+    for damping in (1e-3, 0.5):
+        curvature = jacobian.T @ jacobian
+        dense = torch.linalg.solve(curvature + damping * torch.diag(curvature.diagonal()),
+                                   -jacobian.T @ residuals)
+        step = damped_least_squares(jacobian.to_sparse(), residuals, damping)
+        assert torch.allclose(step, dense, atol=1e-8)
+
+
 def test_ddp_two_processes_match_one(tmp_path):
-    args = ["--model.validation_steps", "10000", "--trainer.max_epochs", "200",
-            "--trainer.check_val_every_n_epoch", "5", *QUIET]
+    args = ["--model.validation_steps", "10000", "--trainer.max_epochs", "30", *QUIET]
     results = {}
     for devices in (1, 2):
         root = tmp_path / f"devices{devices}"
@@ -145,7 +257,9 @@ def test_resume_from_last_checkpoint(tmp_path):
     (["--data.root", "/nonexistent/networks"], "/nonexistent/networks"),
     (["--config", str(CONFIGS / "rectified_lnp_ring.yaml"), "--model.model.init_args.r",
       "-5000"], "exploded"),
-    (["--model.lr", ".nan"], "Invalid learning rate: nan"),
+    (["--model.lr", ".nan"], "lr must be positive (a finite number), got nan"),
+    (["--model.solver", "newton"], "solver must be one of ['gauss_newton', 'adam']"),
+    (["--model.max_trials", "2"], "max_trials must be ≥ n_trials"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -169,6 +283,10 @@ def test_calibration_rejects_bad_arguments():
                         population_rates_hz={"inhibitory": math.nan})
     with pytest.raises(ValueError, match="per_neuron"):
         RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["r"])
+    with pytest.raises(ValueError, match="solver must be one of .* got 'lbfgs'"):
+        RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver="lbfgs")
+    with pytest.raises(ValueError, match="precision must be positive"):
+        RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), precision=0)
 
 
 class NaNRates(BernoulliGLM):

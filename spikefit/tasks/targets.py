@@ -20,17 +20,42 @@ class RateTarget:
     rate_hz: torch.Tensor
     mask: torch.Tensor | None = None
 
+    def per_trial(self, counts: torch.Tensor) -> torch.Tensor:
+        """Mean of ``counts`` [K, S, N] over this target's entries in every trial, in spikes
+        per step: [K], or [K, N] for a vector target."""
+        if self.rate_hz.dim() == 1:
+            return counts.mean(dim=1)
+        if self.mask is None:
+            return counts.mean(dim=(1, 2))
+        return counts[:, self.mask.expand(counts.shape[1:])].mean(dim=1)
+
     def achieved(self, counts: torch.Tensor) -> torch.Tensor:
         """Mean of ``counts`` [K, S, N] over this target's entries (per neuron for a vector
-        target), in spikes per step."""
+        target), in spikes per step. Linear in the counts: every trial has the same entries."""
+        return self.per_trial(counts).mean(dim=0)
+
+    def spikes_per_trial(self, n_neurons: int, steps: int, dt_ms: float) -> float:
+        """Spikes expected in one trial of ``steps`` steps over this target's entries, at
+        the target rate."""
         if self.rate_hz.dim() == 1:
-            return counts.mean(dim=(0, 1))
+            return float(self.rate_hz.sum()) * steps * dt_ms / 1000
         if self.mask is None:
-            return counts.mean()
-        return counts[:, self.mask.expand(counts.shape[1:])].mean()
+            entries = n_neurons * steps
+        else:
+            entries = int(self.mask.sum()) * (steps if self.mask.dim() == 1 else 1)
+        return float(self.rate_hz) * entries * dt_ms / 1000
 
     def relative_error(self, rate_hz: torch.Tensor) -> torch.Tensor:
+        """Relative error of ``rate_hz`` (Hz, the target's shape, with leading dimensions)."""
         return (rate_hz - self.rate_hz) / self.rate_hz
+
+    def error_of_mean(self, errors: torch.Tensor) -> torch.Tensor:
+        """Relative error of the mean rate from :meth:`relative_error`'s ``errors`` [..., N]
+        of a vector target (the errors weighted by the target rates), or the error itself;
+        the measure of convergence (a vector target converges in its mean)."""
+        if self.rate_hz.dim() == 0:
+            return errors
+        return errors @ (self.rate_hz / self.rate_hz.sum())
 
 
 def check_rate(name: str, value: float) -> float:

@@ -1,0 +1,164 @@
+r"""Damped Gauss–Newton (Levenberg–Marquardt) steps toward the root of noisy residuals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Linearization:
+    """Residuals of the parameters and their first-order model.
+
+    Attributes:
+        residuals: [R] residuals e(p) (dimensionless, e.g. relative rate errors).
+        jacobian: [R, P] sparse COO (or dense) Jacobian de/dp, columns in the order of the
+            optimizer's parameters, each flattened.
+        variance: [R] sampling variance of each residual's estimate.
+    """
+
+    residuals: torch.Tensor
+    jacobian: torch.Tensor
+    variance: torch.Tensor
+
+
+def multiply(matrix: torch.Tensor, vector: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """``matrix @ vector`` (or ``matrix.T @ vector``) for a coalesced sparse COO matrix, from
+    its nonzeros only."""
+    rows, columns = matrix.indices()
+    if transpose:
+        rows, columns = columns, rows
+    result = torch.zeros(matrix.shape[int(transpose)], dtype=vector.dtype, device=vector.device)
+    return result.index_add_(0, rows, matrix.values() * vector[columns])
+
+
+def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, damping: float,
+                         tolerance: float = 1e-10, max_iterations: int = 200) -> torch.Tensor:
+    r"""The Levenberg–Marquardt step
+
+    .. math::
+        \delta = \arg\min_\delta \|J\delta + e\|^2 + \lambda\,\delta^\top D\,\delta,
+        \qquad (J^\top J + \lambda D)\,\delta = -J^\top e, \qquad D = \mathrm{diag}(J^\top J),
+
+    by conjugate gradients preconditioned with the diagonal, in float64, touching J only
+    through products with its nonzeros (memory O(nnz), never P × P). Calibration Jacobians
+    are a diagonal (per-neuron residuals against per-neuron parameters) plus a few dense rows
+    and columns, so the preconditioned system has few distinct eigenvalues and CG ends in a
+    few iterations (one for a diagonal J). Parameters no residual depends on do not move.
+
+    Args:
+        jacobian: [R, P] sparse COO (or dense) Jacobian.
+        residuals: [R] residuals e.
+        damping: λ ≥ 0.
+        tolerance: stop when the preconditioned residual norm falls by this factor.
+        max_iterations: at most this many CG iterations.
+
+    Returns:
+        δ [P] (float64).
+    """
+    J = jacobian.to_sparse().coalesce().double()
+    curvature = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
+        0, J.indices()[1], J.values().square())
+    diagonal = (1 + damping) * curvature
+    inverse = torch.where(diagonal > 0, 1 / diagonal.clamp(min=1e-300), 0.0)
+    step = torch.zeros_like(curvature)
+    remainder = -multiply(J, residuals.double(), transpose=True)
+    preconditioned = inverse * remainder
+    direction = preconditioned.clone()
+    energy = remainder @ preconditioned
+    stop = tolerance ** 2 * energy
+    for _ in range(max_iterations):
+        if energy <= stop or energy == 0:
+            break
+        image = multiply(J, multiply(J, direction), transpose=True)
+        image += damping * curvature * direction
+        curving = direction @ image
+        if curving <= 0:  # only at the solution of a singular (undamped) system
+            break
+        length = energy / curving
+        step += length * direction
+        remainder -= length * image
+        preconditioned = inverse * remainder
+        energy, previous = remainder @ preconditioned, energy
+        direction = preconditioned + (energy / previous) * direction
+    return step
+
+
+class GaussNewton(torch.optim.Optimizer):
+    r"""Levenberg–Marquardt steps that drive noisy residuals e(p) to zero.
+
+    ``step(closure)``: the closure returns a :class:`Linearization` (residuals, Jacobian and
+    the residuals' sampling variance at the current parameters); the parameters move by
+    :math:`s\,\delta` with δ from :func:`damped_least_squares`.
+
+    When the Jacobian is only a model of the residuals' response (calibration: the open-loop,
+    teacher-forced response, which ignores network feedback; or a surrogate gradient), full
+    steps overshoot or fall short. The step scale s corrects for it from what the next step
+    measures. With Δe the change of the residuals and Jδ the change the model predicted per
+    unit scale, the response :math:`\gamma = \langle \Delta e, J\delta\rangle / (s\,\|J\delta\|^2)`
+    is the true response in units of the model's; the step achieved the fraction γs of its
+    correction. Where the predicted change stands clearly above the noise (‖sJδ‖² > 16 × the
+    summed variances of both residual estimates) and γs is outside [1/2, 3/2] (the error
+    would shrink by less than half per step, or oscillate), s becomes 1/γ, the secant
+    estimate (at most 4× up or down per step). Where the change is buried in noise, s halves
+    only if the residuals grew and stand clearly above their noise (‖e‖² > 4 × their summed
+    variance). Noise never rescales s; the root of e is the fixed point whatever s is. One
+    parameter group.
+
+    Args:
+        params: the parameters, in the order of the Jacobian's columns.
+        damping: λ of the Marquardt damping (relative to the curvature diag(JᵀJ)).
+        min_scale: the smallest step scale.
+        max_scale: the largest step scale.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], damping: float = 1e-3,
+                 min_scale: float = 1 / 64, max_scale: float = 16.0) -> None:
+        if not damping >= 0 or not 0 < min_scale <= 1 <= max_scale:
+            raise ValueError(f"GaussNewton: damping must be ≥ 0 and min_scale ≤ 1 ≤ max_scale, "
+                             f"got {damping}, {min_scale}, {max_scale}")
+        super().__init__(params, dict(damping=damping, min_scale=min_scale,
+                                      max_scale=max_scale))
+        if len(self.param_groups) != 1:
+            raise ValueError("GaussNewton takes one parameter group")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Linearization]) -> Linearization:  # type: ignore[override]
+        """One step; returns the closure's linearization (at the parameters before it)."""
+        with torch.enable_grad():
+            linear = closure()
+        group = self.param_groups[0]
+        parameters = group["params"]
+        state = self.state[parameters[0]]
+        residuals = linear.residuals.double()
+        noise = float(linear.variance.double().sum())
+        scale = state.get("scale", 1.0)
+        if state.get("residuals") is not None and state["residuals"].shape == residuals.shape:
+            scale = self._adapt(scale, state, residuals, noise, group)
+        jacobian = linear.jacobian.to_sparse().coalesce().double()
+        delta = damped_least_squares(jacobian, residuals, group["damping"])
+        for parameter, change in zip(parameters, delta.split([p.numel() for p in parameters]),
+                                     strict=True):
+            parameter.add_(change.view_as(parameter).to(parameter.dtype), alpha=scale)
+        state.update(scale=scale, residuals=residuals, noise=noise,
+                     predicted=multiply(jacobian, delta))
+        return linear
+
+    @staticmethod
+    def _adapt(scale: float, state: dict, residuals: torch.Tensor, noise: float,
+               group: dict) -> float:
+        """The step scale after comparing the residuals with the last step's (see above)."""
+        previous, predicted = state["residuals"], state["predicted"]
+        size = float(predicted @ predicted)
+        if scale ** 2 * size > 16 * (noise + state["noise"]):
+            response = float((residuals - previous) @ predicted) / (scale * size)
+            if 0.5 <= response * scale <= 1.5:
+                return scale
+            wanted = 1 / response if response > 0 else 0.0
+            return min(max(wanted, scale / 4, group["min_scale"]), 4 * scale, group["max_scale"])
+        energy = float(residuals @ residuals)
+        if energy > float(previous @ previous) and energy > 4 * noise:
+            return max(scale / 2, group["min_scale"])
+        return scale

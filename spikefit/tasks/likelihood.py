@@ -296,12 +296,17 @@ class LikelihoodFit(L.LightningModule):
             """The objective over all processes; with its gradient when ``backward``."""
             total = torch.zeros((), device=self.device)
             for k, chunk in enumerate(batch):
+                traces, targets = prepared(k)
+                weight = chunk["weight"] * scale
                 with torch.set_grad_enabled(backward):
-                    nll = -self.chunk_log_likelihood(chunk, *prepared(k))
-                    loss = nll * (chunk["weight"] * scale) + (self.penalty() if k == 0 else 0.0)
-                if backward:
-                    self.manual_backward(loss)
-                total += loss.detach()
+                    link = self.observation.link(self.model, self.chunk_input(chunk, traces))
+                    penalty = torch.as_tensor(self.penalty() if k == 0 else 0.0,
+                                              device=self.device)
+                nll = -self.observation.log_likelihood_of_link(targets, link.detach())
+                total += weight * nll + penalty.detach()
+                if backward:  # a surrogate with the objective's gradient, from the exact
+                    by_link = self.link_derivatives(targets, link)[0]  # derivatives in m
+                    self.manual_backward((link * by_link).sum() * weight + penalty)
             objective = strategy.reduce(total, reduce_op="mean")
             if not torch.isfinite(objective):
                 raise FloatingPointError(
@@ -356,13 +361,10 @@ class LikelihoodFit(L.LightningModule):
                 slope, = torch.autograd.grad(link.sum(), input, create_graph=True)
                 curvature, = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
                 link, slope = link.detach(), slope.detach()
-                # derivatives of the objective in g: log P(0 | m) = -m where no spike
-                d, w = weight * slope, weight * curvature
-                counts, fired = at_spikes(targets, link)
-                index = tuple(targets.indices())
-                first, second = self.observation.spike_link_derivatives(counts, fired)
-                d[index] = -weight * first * slope[index]
-                w[index] = -weight * (second * slope[index].square() + first * curvature[index])
+                first, index, second = self.link_derivatives(targets, link)
+                d = weight * first * slope  # derivatives of the objective in g
+                w = weight * first * curvature
+                w[index] += weight * second * slope[index].square()
                 g, h = design(k).blocks(d, w)
                 nll = -weight * self.observation.log_likelihood_of_link(targets, link)
                 total, gradient, hessian = total + nll, gradient + g, hessian + h
@@ -393,6 +395,19 @@ class LikelihoodFit(L.LightningModule):
             return [by_parameter[p] for p in self.trainer.optimizers[0].param_groups[0]["params"]]
 
         return NewtonSystem(blocks, objective, to_parameters)
+
+    def link_derivatives(self, targets: torch.Tensor, link: torch.Tensor
+                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                                    torch.Tensor]:
+        """Derivatives of the negative log-likelihood in the link output m [S, N] of a chunk
+        with sparse ``targets``: the first everywhere (1 where no spike, as log P(0 | m) = -m
+        for both distributions), the spikes' index and the second there (0 elsewhere)."""
+        counts, fired = at_spikes(targets, link.detach())
+        first, second = self.observation.spike_link_derivatives(counts, fired)
+        index = tuple(targets.indices())
+        gradient = torch.ones_like(link, requires_grad=False)
+        gradient[index] = -first
+        return gradient, index, -second
 
     def block_mask(self) -> torch.Tensor:
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling

@@ -194,11 +194,11 @@ class BaseModel(MessagePassing):
         """
         n_trials, n, steps = spikes.shape
         trace, own = self.spike_traces(spikes) if traces is None else traces
-        if coupling is None:
+        if coupling is None:  # one sparse product per trial: no transposed copy of the traces
             post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(),
                                                   (n, n), check_invariants=True)
-            coupled = torch.sparse.mm(post_by_pre, trace.transpose(0, 1).reshape(n, -1))
-            g = self.recurrence() * coupled.view(n, n_trials, steps).transpose(0, 1)
+            g = self.recurrence() * torch.stack([torch.sparse.mm(post_by_pre, part)
+                                                 for part in trace])
         else:
             g = (trace.transpose(-1, -2) @ (self.recurrence() * coupling)).transpose(-1, -2)
         if own is not None:
@@ -207,6 +207,8 @@ class BaseModel(MessagePassing):
         if self.stimulus is not None:
             times = torch.arange(start, start + steps, device=spikes.device)
             drive = drive + self.stimulus_block(times, n)
+        if drive.dim() == 0 and not drive.requires_grad and float(drive) == 0:
+            return g  # no background or stimulus: skip adding zeros to every input
         return g + drive.expand(n_trials, steps, n).transpose(-1, -2)
 
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:

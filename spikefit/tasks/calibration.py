@@ -92,9 +92,10 @@ class RateCalibration(L.LightningModule):
 
     **Precision.** A step pools trials (up to ``max_trials``, each further round as many as
     the variance estimate asks for) until every target's error has a standard error (from
-    the spread over trials) of at most max(|error| / 3, ``precision × tolerance``): far
-    from the target a short estimate suffices, near it the step is ``1 / precision`` times
-    more precise than the tolerance.
+    the spread over trials) of at most |error| / 3 while some target is beyond the
+    tolerance, and of ``precision × tolerance`` once all are within it: far from the target
+    a short estimate suffices, near it the step is ``1 / precision`` times more precise than
+    the tolerance.
 
     **Done** when the rate of a fresh simulation (another seed, ``validation_steps`` ×
     ``validation_trials``) is within ``tolerance`` of every target (per-neuron targets: their
@@ -273,12 +274,13 @@ class RateCalibration(L.LightningModule):
 
     def precision_ratio(self, errors: Errors) -> float:
         """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
-        enough): a standard error of a third of the error far from the target (the step
-        surely points the right way and removes most of the error), and of ``precision ×
-        tolerance`` near it."""
+        enough): a standard error of a third of the error while some error is beyond the
+        tolerance (the step surely points the right way and removes most of the error), and
+        of ``precision × tolerance`` once all are within it (the step validation follows)."""
         hp = self.hparams
-        wanted = torch.maximum(errors.targets.abs() / 3,
-                               torch.tensor(hp.precision * hp.tolerance))
+        within = bool((errors.targets.abs() <= hp.tolerance).all())
+        wanted = (torch.full_like(errors.targets, hp.precision * hp.tolerance) if within
+                  else errors.targets.abs() / 3)
         return float((errors.target_variance / wanted.square()).max())
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:

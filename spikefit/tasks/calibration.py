@@ -92,10 +92,10 @@ class RateCalibration(L.LightningModule):
 
     **Precision.** A step pools trials (up to ``max_trials``, each further round as many as
     the variance estimate asks for) until every target's error has a standard error (from
-    the spread over trials) of at most |error| / 3 while some target is beyond the
-    tolerance, and of ``precision × tolerance`` once all are within it: far from the target
-    a short estimate suffices, near it the step is ``1 / precision`` times more precise than
-    the tolerance.
+    the spread over trials) of at most max(|error| / 3, ``precision × tolerance``) while
+    some target is beyond the tolerance, and of ``precision × tolerance`` once all are
+    within it: far from the target a short estimate suffices, near it the step is
+    ``1 / precision`` times more precise than the tolerance.
 
     **Done** when the rate of a fresh simulation (another seed, ``validation_steps`` ×
     ``validation_trials``) is within ``tolerance`` of every target (per-neuron targets: their
@@ -274,14 +274,14 @@ class RateCalibration(L.LightningModule):
 
     def precision_ratio(self, errors: Errors) -> float:
         """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
-        enough): a standard error of a third of the error while some error is beyond the
-        tolerance (the step surely points the right way and removes most of the error), and
-        of ``precision × tolerance`` once all are within it (the step validation follows)."""
+        enough): a standard error of ``precision × tolerance`` once every error is within the
+        tolerance (the step validation follows), before that of a third of each error (the
+        step surely points the right way and removes most of the error), or that if larger."""
         hp = self.hparams
+        floor = hp.precision * hp.tolerance
         within = bool((errors.targets.abs() <= hp.tolerance).all())
-        wanted = (torch.full_like(errors.targets, hp.precision * hp.tolerance) if within
-                  else errors.targets.abs() / 3)
-        return float((errors.target_variance / wanted.square()).max())
+        wanted = (errors.targets.abs() / 3).clamp(min=floor) if not within else floor
+        return float((errors.target_variance / wanted ** 2).max())
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials

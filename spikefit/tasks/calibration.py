@@ -116,7 +116,7 @@ class RateCalibration(L.LightningModule):
         window_steps: steps simulated per trial of a step.
         equilibration_steps: steps run before each window.
         n_trials: trials per network in a step's first estimate.
-        max_trials: most trials pooled in one step (Gauss–Newton).
+        max_trials: most trials pooled in one step (Gauss–Newton), and in a validation.
         precision: standard error of a step's errors near the target, relative to the
             tolerance.
         damping: Levenberg–Marquardt damping λ (Gauss–Newton).
@@ -137,7 +137,7 @@ class RateCalibration(L.LightningModule):
                  neuron_rates_hz: list[float] | None = None,
                  stimulated_rate_hz: float | None = None, stimulus: BaseStimulus | None = None,
                  solver: str = "gauss_newton", window_steps: int = 500,
-                 equilibration_steps: int = 100, n_trials: int = 4, max_trials: int = 64,
+                 equilibration_steps: int = 100, n_trials: int = 4, max_trials: int = 256,
                  precision: float = 0.125, damping: float = 1e-3, lr: float = 0.05,
                  lr_decay: float = 0.98, tolerance: float = 0.02,
                  validation_steps: int = 10_000, validation_trials: int | None = None,

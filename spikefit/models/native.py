@@ -45,7 +45,7 @@ SOURCE = r"""
 #include <vector>
 
 // Neuron-trials per thread, at least, when the trials are split over threads.
-constexpr int64_t kThreadWidth = 16384;
+constexpr int64_t kThreadWidth = 2048;
 
 // Runs `length` steps. future [L + T, K*N]: input of the coming steps (rows are zeroed as they
 // are read); remaining [K*N]; targets, weights [N, D]: outgoing edges of one trial's neurons

@@ -212,12 +212,23 @@ def test_damped_least_squares_matches_a_dense_solve():
     jacobian[2:, 1:] = torch.diag(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
     jacobian[2:, 0] = torch.randn(n, generator=generator, dtype=torch.float64)
     residuals = torch.randn(n + 2, generator=generator, dtype=torch.float64)
+    scales = torch.rand(n + 1, generator=generator, dtype=torch.float64) + 0.1
     for damping in (1e-3, 0.5):
-        curvature = jacobian.T @ jacobian
-        dense = torch.linalg.solve(curvature + damping * torch.diag(curvature.diagonal()),
+        dense = torch.linalg.solve(jacobian.T @ jacobian + damping * torch.diag(scales ** -2),
                                    -jacobian.T @ residuals)
-        step = damped_least_squares(jacobian.to_sparse(), residuals, damping)
+        step = damped_least_squares(jacobian.to_sparse(), residuals, damping, scales)
         assert torch.allclose(step, dense, atol=1e-8)
+
+
+def test_more_parameters_than_targets_move_by_their_elasticity():
+    """One residual, two parameters: the smallest relative change that corrects it moves
+    each parameter in proportion to its elasticity (slope × scale), so a weakly acting one
+    barely moves (Marquardt's equal shares would move it by -e / (2 J) each)."""
+    jacobian = torch.tensor([[-1.0, 0.05]], dtype=torch.float64)  # e.g. theta and r
+    scales = torch.tensor([5.0, 1.0], dtype=torch.float64)
+    step = damped_least_squares(jacobian.to_sparse(), torch.tensor([0.4]), 1e-3, scales)
+    assert (jacobian @ step).item() == pytest.approx(-0.4, rel=1e-4)
+    assert step[1] / step[0] == pytest.approx((0.05 * 1.0 ** 2) / (-1.0 * 5.0 ** 2))
 
 
 def test_ddp_two_processes_match_one(tmp_path):

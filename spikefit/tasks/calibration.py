@@ -120,7 +120,7 @@ class RateCalibration(L.LightningModule):
         max_trials: most trials pooled in one step (Gauss–Newton), and in a validation.
         precision: standard error of a step's errors near the target, relative to the
             tolerance.
-        damping: Levenberg–Marquardt damping λ (Gauss–Newton).
+        damping: damping λ of relative parameter changes (Gauss–Newton).
         lr: Adam learning rate.
         lr_decay: multiplicative learning-rate decay per step (Adam).
         tolerance: relative error of the validation rates counted as converged.

@@ -35,23 +35,30 @@ def multiply(matrix: torch.Tensor, vector: torch.Tensor, transpose: bool = False
 
 
 def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, damping: float,
-                         tolerance: float = 1e-10, max_iterations: int = 200) -> torch.Tensor:
-    r"""The Levenberg–Marquardt step
+                         scales: torch.Tensor, tolerance: float = 1e-10,
+                         max_iterations: int = 200) -> torch.Tensor:
+    r"""The damped Gauss–Newton (Levenberg–Marquardt) step
 
     .. math::
-        \delta = \arg\min_\delta \|J\delta + e\|^2 + \lambda\,\delta^\top D\,\delta,
-        \qquad (J^\top J + \lambda D)\,\delta = -J^\top e, \qquad D = \mathrm{diag}(J^\top J),
+        \delta = \arg\min_\delta \|J\delta + e\|^2 + \lambda \sum_j (\delta_j / s_j)^2,
+        \qquad (J^\top J + \lambda S^{-2})\,\delta = -J^\top e,
 
-    by conjugate gradients preconditioned with the diagonal, in float64, touching J only
-    through products with its nonzeros (memory O(nnz), never P × P). Calibration Jacobians
-    are a diagonal (per-neuron residuals against per-neuron parameters) plus a few dense rows
-    and columns, so the preconditioned system has few distinct eigenvalues and CG ends in a
-    few iterations (one for a diagonal J). Parameters no residual depends on do not move.
+    damped in relative parameter changes (parameter scales :math:`s_j`): where the targets
+    leave directions free (more parameters than targets), it is (for small λ > 0) the
+    smallest relative change that corrects e, each parameter moving in proportion to its
+    elasticity. (Marquardt's
+    :math:`\mathrm{diag}(J^\top J)` would give each parameter an equal share of the
+    correction instead, throwing a weakly acting parameter far out.) Solved by conjugate
+    gradients preconditioned with the diagonal, in float64, touching J only through products
+    with its nonzeros (memory O(nnz), never P × P). Calibration Jacobians are a diagonal
+    (per-neuron residuals against per-neuron parameters) plus a few dense rows and columns,
+    so CG ends in a few iterations (one for a diagonal J).
 
     Args:
         jacobian: [R, P] sparse COO (or dense) Jacobian.
         residuals: [R] residuals e.
         damping: λ ≥ 0.
+        scales: [P] parameter scales s > 0.
         tolerance: stop when the preconditioned residual norm falls by this factor.
         max_iterations: at most this many CG iterations.
 
@@ -59,11 +66,11 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
         δ [P] (float64).
     """
     J = jacobian.to_sparse().coalesce().double()
-    curvature = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
-        0, J.indices()[1], J.values().square())
-    diagonal = (1 + damping) * curvature
+    metric = damping / scales.double().square()
+    diagonal = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
+        0, J.indices()[1], J.values().square()) + metric
     inverse = torch.where(diagonal > 0, 1 / diagonal.clamp(min=1e-300), 0.0)
-    step = torch.zeros_like(curvature)
+    step = torch.zeros_like(diagonal)
     remainder = -multiply(J, residuals.double(), transpose=True)
     preconditioned = inverse * remainder
     direction = preconditioned.clone()
@@ -72,8 +79,7 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
     for _ in range(max_iterations):
         if energy <= stop or energy == 0:
             break
-        image = multiply(J, multiply(J, direction), transpose=True)
-        image += damping * curvature * direction
+        image = multiply(J, multiply(J, direction), transpose=True) + metric * direction
         curving = direction @ image
         if curving <= 0:  # only at the solution of a singular (undamped) system
             break
@@ -86,12 +92,28 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
     return step
 
 
+def parameter_scales(values: torch.Tensor, jacobian: torch.Tensor,
+                     residuals: torch.Tensor) -> torch.Tensor:
+    """Scale of every parameter [P]: its magnitude, or, for a parameter at zero, the change
+    that alone would correct the residuals (‖e‖ / ‖J column‖), or 1 if none depends on it."""
+    J = jacobian.to_sparse().coalesce().double()
+    columns = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
+        0, J.indices()[1], J.values().square()).sqrt()
+    alone = torch.where(columns > 0, residuals.double().norm() / columns.clamp(min=1e-300),
+                        1.0)
+    scales = torch.where(values.double() != 0, values.double().abs(), alone)
+    return torch.where(scales > 0, scales, 1.0)
+
+
 class GaussNewton(torch.optim.Optimizer):
     r"""Levenberg–Marquardt steps that drive noisy residuals e(p) to zero.
 
     ``step(closure)``: the closure returns a :class:`Linearization` (residuals, Jacobian and
     the residuals' sampling variance at the current parameters); the parameters move by
-    :math:`s\,\delta` with δ from :func:`damped_least_squares`.
+    :math:`s\,\delta` with δ from :func:`damped_least_squares`, damped in changes relative
+    to the parameters' scales at the first step (:func:`parameter_scales`), a parameter of n
+    values (e.g. one per neuron) by its root-mean-square relative change, so that it weighs
+    as much as a scalar.
 
     When the Jacobian is only a model of the residuals' response (calibration: the open-loop,
     teacher-forced response, which ignores network feedback; or a surrogate gradient), full
@@ -109,7 +131,7 @@ class GaussNewton(torch.optim.Optimizer):
 
     Args:
         params: the parameters, in the order of the Jacobian's columns.
-        damping: λ of the Marquardt damping (relative to the curvature diag(JᵀJ)).
+        damping: λ, the damping of relative parameter changes.
         min_scale: the smallest step scale.
         max_scale: the largest step scale.
     """
@@ -138,7 +160,11 @@ class GaussNewton(torch.optim.Optimizer):
         if state.get("residuals") is not None and state["residuals"].shape == residuals.shape:
             scale = self._adapt(scale, state, residuals, noise, group)
         jacobian = linear.jacobian.to_sparse().coalesce().double()
-        delta = damped_least_squares(jacobian, residuals, group["damping"])
+        if state.get("scales") is None or len(state["scales"]) != jacobian.shape[1]:
+            values = torch.cat([p.detach().reshape(-1) for p in parameters])
+            sizes = torch.cat([torch.full((p.numel(),), float(p.numel())) for p in parameters])
+            state["scales"] = parameter_scales(values, jacobian, residuals) * sizes.sqrt()
+        delta = damped_least_squares(jacobian, residuals, group["damping"], state["scales"])
         for parameter, change in zip(parameters, delta.split([p.numel() for p in parameters]),
                                      strict=True):
             parameter.add_(change.view_as(parameter).to(parameter.dtype), alpha=scale)

@@ -2,6 +2,7 @@ r"""Damped Gauss–Newton (Levenberg–Marquardt) steps toward the root of noisy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -125,9 +126,9 @@ class GaussNewton(torch.optim.Optimizer):
     summed variances of both residual estimates) and γs is outside [1/2, 3/2] (the error
     would shrink by less than half per step, or oscillate), s becomes 1/γ, the secant
     estimate (at most 4× up or down per step). Where the change is buried in noise, s halves
-    only if the residuals grew and stand clearly above their noise (‖e‖² > 4 × their summed
-    variance). Noise never rescales s; the root of e is the fixed point whatever s is. One
-    parameter group.
+    only if ‖e‖ grew by more than 3 standard deviations of the noise of both estimates.
+    Noise never rescales s; the root of e is the fixed point whatever s is. One parameter
+    group.
 
     Args:
         params: the parameters, in the order of the Jacobian's columns.
@@ -184,7 +185,7 @@ class GaussNewton(torch.optim.Optimizer):
                 return scale
             wanted = 1 / response if response > 0 else 0.0
             return min(max(wanted, scale / 4, group["min_scale"]), 4 * scale, group["max_scale"])
-        energy = float(residuals @ residuals)
-        if energy > float(previous @ previous) and energy > 4 * noise:
+        growth = float(residuals.norm() - previous.norm())
+        if growth > 3 * math.sqrt(noise + state["noise"]):
             return max(scale / 2, group["min_scale"])
         return scale

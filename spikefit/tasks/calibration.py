@@ -263,7 +263,7 @@ class RateCalibration(L.LightningModule):
 
         degrees = (trials - 1) * world
         single = spread(per_target)
-        if self.prior is not None:
+        if self.prior is not None and self.prior[1] > 0:
             variance, weight = self.prior
             single = ((weight * variance + degrees * single.nan_to_num(posinf=0.0))
                       / (weight + degrees))
@@ -480,7 +480,7 @@ class RateCalibration(L.LightningModule):
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         parameters = [self.model.get_parameter(name) for name in self.tuned]
         if self.hparams.solver == "gauss_newton":
             return GaussNewton(parameters, damping=self.hparams.damping)

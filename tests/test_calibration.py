@@ -114,6 +114,17 @@ def test_per_neuron_targets_with_per_neuron_thresholds(tmp_path):
     assert task.model.theta[:10].mean() > task.model.theta[10:].mean()  # quieter = higher θ
 
 
+def test_global_target_with_per_neuron_thresholds(tmp_path):
+    """One target, one threshold per neuron: each moves by its own elasticity."""
+    task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), tune=["theta"],
+                           per_neuron=["theta"], target_rate_hz=10.0, figures=False)
+    data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=1), n_networks=4,
+                             batch_size=4)
+    fit(task, data, tmp_path)
+    assert_targets_met(task.summary())
+    assert task.model.theta.shape == (80,) and task.model.theta.std() > 0
+
+
 class Recorder(RateCalibration):
     """Keeps the spikes and the linearization of every Gauss–Newton step."""
 

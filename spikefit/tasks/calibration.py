@@ -368,8 +368,8 @@ class RateCalibration(L.LightningModule):
                             jacobian_vector(probe, [product], [tangent.view_as(parameter)]))
             first += error.numel()
         if not values:  # no tuned parameter reaches any target
-            return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
-                                           (first, sum(sizes)))
+            return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long),
+                                           torch.zeros(0), (first, sum(sizes))).to(self.device)
         indices = torch.stack([torch.cat(rows), torch.cat(columns)]).long()
         return torch.sparse_coo_tensor(indices, torch.cat(values), (first, sum(sizes)),
                                        check_invariants=True)

@@ -163,7 +163,8 @@ class GaussNewton(torch.optim.Optimizer):
         jacobian = linear.jacobian.to_sparse().coalesce().double()
         if state.get("scales") is None or len(state["scales"]) != jacobian.shape[1]:
             values = torch.cat([p.detach().reshape(-1) for p in parameters])
-            sizes = torch.cat([torch.full((p.numel(),), float(p.numel())) for p in parameters])
+            sizes = torch.cat([torch.full((p.numel(),), float(p.numel()), device=p.device)
+                               for p in parameters])
             state["scales"] = parameter_scales(values, jacobian, residuals) * sizes.sqrt()
         delta = damped_least_squares(jacobian, residuals, group["damping"], state["scales"])
         for parameter, change in zip(parameters, delta.split([p.numel() for p in parameters]),

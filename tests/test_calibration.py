@@ -213,6 +213,28 @@ def test_non_local_per_neuron_parameters_are_detected(tmp_path):
         fit(task, data, tmp_path, max_epochs=1)
 
 
+@pytest.mark.parametrize("model, name", [
+    (BernoulliGLM(**SEED_INTRODUCTION), "theta"),
+    (BernoulliGLM(**SEED_INTRODUCTION), "rel_ref_strength"),
+    (PoissonGLM(**{**PAPER[PoissonGLM], "T": 20}), "b"),
+    (RectifiedLNP(**{**PAPER[RectifiedLNP], "T": 20, "b": 0.02}), "lambda_0"),
+    (RectifiedSAM(**{**PAPER[RectifiedSAM], "b": 0.02}), "b"),
+    (ThresholdSAM(**PAPER[ThresholdSAM]), "b"),
+], ids=["BernoulliGLM-theta", "BernoulliGLM-rel_ref_strength", "PoissonGLM-b",
+        "RectifiedLNP-lambda_0", "RectifiedSAM-b", "ThresholdSAM-b"])
+def test_built_in_per_neuron_parameters_are_local(model, name):
+    """Under teacher forcing a neuron's expected rate depends on a per-neuron parameter only
+    through its own value (the diagonal block of the Gauss–Newton Jacobian)."""
+    task = RateCalibration(model, tune=[name], per_neuron=[name], target_rate_hz=None,
+                           neuron_rates_hz=[10.0] * 20, window_steps=50,
+                           equilibration_steps=10)
+    batch = batch_of_networks(n_networks=2, n_neurons=20)
+    targets, errors = task.trial_errors(batch, 0, trials=2, draw=0)
+    jacobian = task.jacobian([error.mean(dim=0) for error in errors])  # checks locality
+    assert task.locality_checked and jacobian.shape == (40, 40)
+    assert (jacobian.to_dense().diagonal() != 0).any()
+
+
 def test_damped_least_squares_matches_a_dense_solve():
     """A per-neuron diagonal, dense rows of global targets and a dense column of a shared
     parameter, as calibration Jacobians have."""

@@ -177,13 +177,16 @@ class LikelihoodFit(L.LightningModule):
             weights = network.W0 if coupling == "fixed" else torch.zeros(0)
             self.register_buffer("coupling_weights", weights.float().clone())
 
+    def silence(self, bins: int) -> Chunk:
+        """A chunk of ``bins`` silent bins of every neuron (no history), for probing."""
+        return {"spikes": torch.zeros(self.n_neurons, bins), "start": 0, "bins": bins}
+
     def _probe(self) -> None:
         """Evaluates the input once on silence, so that parameters that cannot be one per
         neuron fail here, with their names."""
         bins = self.history_bins + 2 + (self.history_bins + 2 == self.n_neurons)
-        chunk = {"spikes": torch.zeros(self.n_neurons, bins), "start": 0, "bins": bins}
         try:
-            rates = self.model.non_linearity(self.chunk_input(chunk))
+            rates = self.model.non_linearity(self.chunk_input(self.silence(bins)))
         except RuntimeError as error:
             raise ValueError(f"per_neuron: {self.hparams.per_neuron} cannot all be one value "
                              f"per neuron in {type(self.model).__name__} ({error})") from None
@@ -209,9 +212,8 @@ class LikelihoodFit(L.LightningModule):
         """+1 or -1 when per-neuron parameter ``name`` shifts the argument of the
         non-linearity like the input does (b) or against it (θ); raises otherwise."""
         parameter, bins = self.model.get_parameter(name), 7
-        silence = {"spikes": torch.zeros(self.n_neurons, bins), "start": 0, "bins": bins}
         shift = torch.linspace(-3, 3, bins * self.n_neurons).view(bins, -1).requires_grad_()
-        rates = self.model.non_linearity(self.chunk_input(silence) + shift)
+        rates = self.model.non_linearity(self.chunk_input(self.silence(bins)) + shift)
         weights = torch.rand(rates.shape, generator=torch.Generator().manual_seed(0))
         by_input, by_parameter = torch.autograd.grad((rates * weights).sum(), [shift, parameter],
                                                      materialize_grads=True)

@@ -55,9 +55,10 @@ class Observations:
     def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""First and second derivatives of :math:`\log P(X \mid m)` in the :meth:`link`
-        output m at bins with ``counts`` > 0 spikes (``link``: m at those bins), for
-        Newton's method. Both built-in distributions have :math:`\log P(0 \mid m) = -m`, so
-        where no spike was recorded the derivatives are -1 and 0."""
+        output m at bins with ``counts`` > 0 spikes (``link``: m at those bins), from which
+        the fits take their gradients (and Newton its curvature). Both built-in
+        distributions have :math:`\log P(0 \mid m) = -m`, so where no spike was recorded
+        the derivatives are -1 and 0."""
         raise NotImplementedError
 
     def check(self, spikes: torch.Tensor) -> None:

@@ -35,6 +35,12 @@ def multiply(matrix: torch.Tensor, vector: torch.Tensor, transpose: bool = False
     return result.index_add_(0, rows, matrix.values() * vector[columns])
 
 
+def column_squares(matrix: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of every column of a coalesced sparse COO matrix, from its nonzeros."""
+    return torch.zeros(matrix.shape[1], dtype=matrix.dtype, device=matrix.device).index_add_(
+        0, matrix.indices()[1], matrix.values().square())
+
+
 def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, damping: float,
                          scales: torch.Tensor, tolerance: float = 1e-10,
                          max_iterations: int = 200) -> torch.Tensor:
@@ -68,8 +74,7 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
     """
     J = jacobian.to_sparse().coalesce().double()
     metric = damping / scales.double().square()
-    diagonal = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
-        0, J.indices()[1], J.values().square()) + metric
+    diagonal = column_squares(J) + metric
     inverse = torch.where(diagonal > 0, 1 / diagonal.clamp(min=1e-300), 0.0)
     step = torch.zeros_like(diagonal)
     remainder = -multiply(J, residuals.double(), transpose=True)
@@ -97,9 +102,7 @@ def parameter_scales(values: torch.Tensor, jacobian: torch.Tensor,
                      residuals: torch.Tensor) -> torch.Tensor:
     """Scale of every parameter [P]: its magnitude, or, for a parameter at zero, the change
     that alone would correct the residuals (‖e‖ / ‖J column‖), or 1 if none depends on it."""
-    J = jacobian.to_sparse().coalesce().double()
-    columns = torch.zeros(J.shape[1], dtype=torch.float64, device=J.device).index_add_(
-        0, J.indices()[1], J.values().square()).sqrt()
+    columns = column_squares(jacobian.to_sparse().coalesce().double()).sqrt()
     alone = torch.where(columns > 0, residuals.double().norm() / columns.clamp(min=1e-300),
                         1.0)
     scales = torch.where(values.double() != 0, values.double().abs(), alone)

@@ -39,10 +39,13 @@ def assert_targets_met(summary: dict, tolerance: float = 0.02) -> None:
         assert achieved == pytest.approx(torch.tensor(target).mean().item(), rel=tolerance)
 
 
-def test_teacher_forced_inputs_equal_engine_inputs():
+@pytest.mark.parametrize("per_neuron_r", [False, True])
+def test_teacher_forced_inputs_equal_engine_inputs(per_neuron_r):
     data = batch_of_networks()
     raster = (torch.rand(80, 300, generator=torch.Generator().manual_seed(4)) < 0.1).float()
     model = ForcedBernoulli(raster)
+    if per_neuron_r:
+        model.r.data = torch.linspace(0.2, 1.5, 80)
     model.add_stimulus(RegularStimulus(strength=3.0, period=7, tau=2, stop=300,
                                        stimulus_masks=torch.arange(80) % 3 == 0))
     model.simulate(data, 300, seed=5, equilibration_steps=0, verbose=False)
@@ -216,12 +219,15 @@ def test_non_local_per_neuron_parameters_are_detected(tmp_path):
 @pytest.mark.parametrize("model, name", [
     (BernoulliGLM(**SEED_INTRODUCTION), "theta"),
     (BernoulliGLM(**SEED_INTRODUCTION), "rel_ref_strength"),
+    (BernoulliGLM(**SEED_INTRODUCTION), "r"),
     (PoissonGLM(**{**PAPER[PoissonGLM], "T": 20}), "b"),
     (RectifiedLNP(**{**PAPER[RectifiedLNP], "T": 20, "b": 0.02}), "lambda_0"),
     (RectifiedSAM(**{**PAPER[RectifiedSAM], "b": 0.02}), "b"),
+    (RectifiedSAM(**{**PAPER[RectifiedSAM], "b": 0.02}), "r"),
     (ThresholdSAM(**PAPER[ThresholdSAM]), "b"),
-], ids=["BernoulliGLM-theta", "BernoulliGLM-rel_ref_strength", "PoissonGLM-b",
-        "RectifiedLNP-lambda_0", "RectifiedSAM-b", "ThresholdSAM-b"])
+], ids=["BernoulliGLM-theta", "BernoulliGLM-rel_ref_strength", "BernoulliGLM-r",
+        "PoissonGLM-b", "RectifiedLNP-lambda_0", "RectifiedSAM-b", "RectifiedSAM-r",
+        "ThresholdSAM-b"])
 def test_built_in_per_neuron_parameters_are_local(model, name):
     """Under teacher forcing a neuron's expected rate depends on a per-neuron parameter only
     through its own value (the diagonal block of the Gauss–Newton Jacobian)."""

@@ -97,6 +97,19 @@ def test_bernoulli_input_by_hand():
     assert p[1].item() == pytest.approx(1 / (1 + math.exp(-(expected_1 - 5))), rel=1e-6)
 
 
+def test_per_neuron_r_scales_each_neurons_incoming_coupling():
+    model = BernoulliGLM(**SEED_GLM)
+    model.r.data = torch.tensor([0.5, 2.0, 3.0])
+    graph = tiny_graph()
+    W, edge_index = model.connectivity_filter(graph.W0, graph.edge_index, 3)
+    state = torch.zeros(3, 10)
+    state[0, 9] = state[2, 7] = state[1, 5] = 1  # lags 0, 2 and 4, as above
+    g = model.input(edge_index, W, state)
+    c = lambda lag: math.exp(-0.2 * lag)  # noqa: E731
+    expected = [-100 + 0.5 * 0.5 * c(4), 2.0 * (2 * c(0) - 1 * c(2)) - 30 * math.exp(-0.5), -100]
+    assert g.tolist() == pytest.approx(expected, rel=1e-6)
+
+
 def test_poisson_glm_input_nonlinearity_by_hand():
     model = PoissonGLM(alpha=2.0, beta=0.5, T=3, tau=1.0, dt=0.5, r=2.0, b=0.1)
     graph = tiny_graph()
@@ -170,7 +183,8 @@ class ForcedBernoulli(BernoulliGLM):
         return spikes
 
 
-def test_fast_engine_inputs_equal_reference_inputs():
+@pytest.mark.parametrize("per_neuron_r", [False, True])
+def test_fast_engine_inputs_equal_reference_inputs(per_neuron_r):
     data = batch_of_networks()
     stimulus = RegularStimulus(strength=3.0, period=7, tau=2, stop=300,
                                stimulus_masks=torch.arange(80) % 3 == 0)
@@ -178,6 +192,8 @@ def test_fast_engine_inputs_equal_reference_inputs():
     recorded = {}
     for engine in ("fast", "reference"):
         model = ForcedBernoulli(raster)
+        if per_neuron_r:
+            model.r.data = torch.linspace(0.2, 1.5, 80)
         model.add_stimulus(stimulus)
         model.simulate(data, 300, seed=5, equilibration_steps=0, verbose=False, engine=engine)
         recorded[engine] = torch.stack(model.inputs)

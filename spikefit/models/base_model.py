@@ -10,6 +10,7 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from spikefit.models.coupling import postsynaptic_sums
 from spikefit.models.engine import (
     SpikeEvents,
     collect,
@@ -77,8 +78,14 @@ class BaseModel(MessagePassing):
         return None
 
     def recurrence(self) -> torch.Tensor:
-        """Scale r of the coupling input (1 if the model has none)."""
+        """Scale r of the coupling input (1 if the model has none): a scalar, or one value
+        per neuron [N] that scales the neuron's incoming coupling."""
         return getattr(self, "r", torch.ones((), device=self.dt.device))
+
+    def edge_recurrence(self, edge_index: torch.Tensor) -> torch.Tensor:
+        """r of every edge's postsynaptic neuron [E, 1] (or the scalar r)."""
+        r = self.recurrence()
+        return r[edge_index[1]].unsqueeze(1) if r.dim() else r
 
     def background_input(self, shape: torch.Size | tuple[int, ...],
                          noise: bool = True) -> torch.Tensor:
@@ -126,7 +133,7 @@ class BaseModel(MessagePassing):
                       state: torch.Tensor) -> torch.Tensor:
         """Synaptic input with r scaling the coupling edges and not the self edges [N]."""
         is_self = (edge_index[0] == edge_index[1]).unsqueeze(1)
-        scaled = torch.where(is_self, W, self.recurrence() * W)
+        scaled = torch.where(is_self, W, self.edge_recurrence(edge_index) * W)
         return self.synaptic_input(edge_index, scaled, state)
 
     def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
@@ -203,14 +210,18 @@ class BaseModel(MessagePassing):
         n_trials, n, steps = spikes.shape
         trace, own = self.spike_traces(spikes) if traces is None else traces
         if coupling is None:  # one sparse product per trial: no transposed copy of the traces
-            post_by_pre = torch.sparse_coo_tensor(data.edge_index.flip(0), data.W0.float(),
-                                                  (n, n), check_invariants=True)
-            g = self.recurrence() * torch.stack([torch.sparse.mm(post_by_pre, part)
-                                                 for part in trace])
+            sums = postsynaptic_sums(data.edge_index, data.W0.float(), n)
+            synaptic = torch.stack([sums @ part for part in trace])
         else:
-            g = (trace.transpose(-1, -2) @ (self.recurrence() * coupling)).transpose(-1, -2)
-        if own is not None:
-            g = g + own if self_scale is None else torch.addcmul(g, self_scale.unsqueeze(-1), own)
+            synaptic = (trace.transpose(-1, -2) @ coupling).transpose(-1, -2)
+        r = self.recurrence()
+        r = r.unsqueeze(-1) if r.dim() else r  # a per-neuron r scales the neuron's row
+        if own is None:
+            g = synaptic * r
+        elif self_scale is None:
+            g = torch.addcmul(own, synaptic, r)
+        else:
+            g = torch.addcmul(synaptic * r, self_scale.unsqueeze(-1), own)
         drive = self.background_input((n_trials, steps, n), noise=False)
         if self.stimulus is not None:
             times = torch.arange(start, start + steps, device=spikes.device)

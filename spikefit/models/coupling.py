@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -58,3 +60,18 @@ class SpikePropagator:
         self.drive.zero_()
         self.drive.index_add_(0, targets.view(-1), weights.view(-1))
         return self.drive
+
+
+def to_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (dense or COO) as sparse CSR, without torch's note that CSR is in beta."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return matrix.coalesce().to_sparse_csr() if matrix.is_sparse else matrix.to_sparse_csr()
+
+
+def postsynaptic_sums(edge_index: torch.Tensor, weight: torch.Tensor,
+                      num_nodes: int) -> torch.Tensor:
+    r"""The matrix [N, N] (sparse CSR, indexed [post, pre]) whose product with presynaptic
+    values [N, S] gives every neuron's weighted input sum :math:`\sum_j (W_0)_{ji} x_j`."""
+    return to_csr(torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes),
+                                          check_invariants=True))

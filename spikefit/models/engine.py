@@ -150,9 +150,10 @@ def _segments(equilibration_steps: int, n_steps: int, block: int) -> Iterator[tu
             yield start, min(block, end - start)
 
 
-def _block_length(width: int) -> int:
-    """Steps per block for ``width`` neuron-trials, so one block buffer stays bounded."""
-    return max(1, min(1024, BLOCK_ELEMENTS // width))
+def _block_length(width: int, longest: int) -> int:
+    """Steps per block for ``width`` neuron-trials, so one block buffer stays bounded (and no
+    longer than the ``longest`` segment needs)."""
+    return max(1, min(1024, longest, BLOCK_ELEMENTS // width))
 
 
 def _drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -193,15 +194,18 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
     the CPU, other models' in Python, one step at a time."""
     n, device = data.num_nodes, data.W0.device
     width, window = n_trials * n, model.window
-    propagate = SpikePropagator(data.edge_index, data.W0.float(), n, n_trials)
-    coupling = (model.recurrence() * model.coupling_kernel()).view(window, 1)
+    r, weight = model.recurrence(), data.W0.float()
+    if r.dim():  # one r per neuron scales its incoming edges (a scalar r, the kernel)
+        weight, r = weight * model.edge_recurrence(data.edge_index).view(-1), 1.0
+    propagate = SpikePropagator(data.edge_index, weight, n, n_trials)
+    coupling = (r * model.coupling_kernel()).view(window, 1)
     support = int(coupling.nonzero()[:, 0].max()) + 1 if coupling.any() else 0
     coupling = coupling[:support]
     own = model.self_kernel()  # [T, N] or [T, 1]
     if own is not None:
         own = (own.t() if own.dim() == 2 else own.view(window, 1)).contiguous()
         ref = own.repeat(1, n_trials) if own.shape[1] > 1 else own
-    block = _block_length(width)
+    block = _block_length(width, max(equilibration_steps, n_steps))
     future = torch.zeros(block + window, width, device=device)
 
     def deliver(step: int, active: torch.Tensor, counts: torch.Tensor | None) -> None:
@@ -280,7 +284,7 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
     pre, post = data.edge_index
     weight = data.W0.float()
     r = model.recurrence()
-    block = _block_length(n_trials * n)
+    block = _block_length(n_trials * n, max(equilibration_steps, n_steps))
     activation = torch.rand(n_trials, n, generator=generator, device=device)
     bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
     for start, length in _segments(equilibration_steps, n_steps, block):

@@ -44,9 +44,6 @@ SOURCE = r"""
 #include <algorithm>
 #include <vector>
 
-// Neuron-trials per thread, at least, when the trials are split over threads.
-constexpr int64_t kThreadWidth = 2048;
-
 // Runs `length` steps. future [L + T, K*N]: input of the coming steps (rows are zeroed as they
 // are read); remaining [K*N]; targets, weights [N, D]: outgoing edges of one trial's neurons
 // (weight 0: padding); coupling [S]; ref [T', N] or [T', 1]; theta [N]. Trial k takes its
@@ -169,9 +166,10 @@ at::Tensor logistic_block(
     }
   };
 
-  // whole trials, at least kThreadWidth neuron-trials, per thread (of ATen's intra-op pool)
+  // whole trials per thread of ATen's intra-op pool: a trial's block of steps is long work
+  // (milliseconds), so even two trials are worth splitting
   std::vector<std::vector<int64_t>> events(at::get_num_threads());
-  at::parallel_for(0, trials, (kThreadWidth + n - 1) / n, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, trials, 1, [&](int64_t begin, int64_t end) {
     run(begin, end, events[at::get_thread_num()]);
   });
   std::vector<int64_t> keys;

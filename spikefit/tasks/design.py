@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+
+from spikefit.models.coupling import to_csr
 
 
 class LinearDesign:
@@ -116,10 +116,3 @@ def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
     index = torch.stack([columns[first] * n + columns[second], bin_of[first]])
     return to_csr(torch.sparse_coo_tensor(index, values[first] * values[second],
                                           (n * n, n_bins), check_invariants=False))
-
-
-def to_csr(matrix: torch.Tensor) -> torch.Tensor:
-    """``matrix`` (dense or COO) as sparse CSR, without torch's note that CSR is in beta."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        return matrix.coalesce().to_sparse_csr() if matrix.is_sparse else matrix.to_sparse_csr()

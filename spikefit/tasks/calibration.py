@@ -288,7 +288,9 @@ class RateCalibration(L.LightningModule):
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials
         pooled until precise enough (:meth:`precision_ratio`): each further round simulates
         the trials the variance estimate asks for (at most 3× those pooled), in chunks of
-        bounded memory."""
+        bounded memory. The Jacobian comes from the first chunk alone (later ones are
+        teacher-forced without gradients): it only shapes the step, which the step scale
+        corrects anyway, while the residuals set the fixed point and need every trial."""
         hp = self.hparams
         per_trial = self.model.memory_steps + hp.window_steps
         chunk = max(1, CHUNK_ELEMENTS // (batch.num_nodes * per_trial))
@@ -296,10 +298,12 @@ class RateCalibration(L.LightningModule):
         draws = itertools.count()
         while True:
             for trials in [chunk] * (wanted // chunk) + [wanted % chunk] * (wanted % chunk > 0):
-                targets, trial_errors = self.trial_errors(batch, batch_idx, trials, next(draws))
+                with torch.set_grad_enabled(jacobian is None):
+                    targets, trial_errors = self.trial_errors(batch, batch_idx, trials,
+                                                              next(draws))
                 pooled.append(self.check_finite(flatten(trial_errors)))
-                part = self.jacobian([error.mean(dim=0) for error in trial_errors]) * trials
-                jacobian = part if jacobian is None else jacobian + part
+                if jacobian is None:
+                    jacobian = self.jacobian([error.mean(dim=0) for error in trial_errors])
             errors = self.errors(targets, torch.cat(pooled))
             ratio, have = self.precision_ratio(errors), errors.trials
             if ratio <= 1 or have >= hp.max_trials:
@@ -307,7 +311,7 @@ class RateCalibration(L.LightningModule):
             needed = math.ceil(1.1 * have * ratio) if math.isfinite(ratio) else 2 * have
             wanted = min(max(needed - have, 1), 3 * have, hp.max_trials - have)
         self.prior = errors.prior
-        jacobian = (jacobian / errors.trials).coalesce()
+        jacobian = jacobian.coalesce()
         if self.trainer.world_size > 1:
             jacobian = self.trainer.strategy.reduce(jacobian.to_dense(), reduce_op="mean")
         self.record(targets, errors)

@@ -17,8 +17,8 @@ from spikefit.datasets import NormalGenerator
 from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedLNP, RectifiedSAM, ThresholdSAM
 from spikefit.stimulus import RegularStimulus
 from spikefit.tasks import RateCalibration
-from spikefit.tasks.calibration import SEED_INTRODUCTION
-from spikefit.tasks.gauss_newton import damped_least_squares
+from spikefit.tasks.calibration import SEED_INTRODUCTION, cautious, log_below_target
+from spikefit.tasks.gauss_newton import GaussNewton, Linearization, damped_least_squares
 from tests.test_models import PAPER, ForcedBernoulli, batch_of_networks
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -147,8 +147,9 @@ class Recorder(RateCalibration):
 
 
 def test_gauss_newton_step_is_minus_error_over_finite_difference_slope(tmp_path):
-    """One scalar parameter, one global target, no damping: the step is -e / J with J the
-    slope of the teacher-forced expected rate on the step's spikes (central differences)."""
+    """One scalar parameter, one global target, no damping: the step is -ρ / J with ρ the
+    residual of the teacher-forced expected rate's relative error e on the step's spikes
+    (log(1 + e) below the target, e above) and J its slope (central differences)."""
     model = BernoulliGLM(**SEED_INTRODUCTION)
     task = Recorder(model, target_rate_hz=10.0, n_trials=3, max_trials=3, window_steps=300,
                     damping=0.0, figures=False)
@@ -160,14 +161,16 @@ def test_gauss_newton_step_is_minus_error_over_finite_difference_slope(tmp_path)
     with torch.no_grad():
         g = model.input_from_spikes(batch, spikes)[..., model.memory_steps:]
 
-    def error(threshold: float) -> float:  # teacher-forced expected rate, relative error
-        return (torch.sigmoid(g.double() - threshold).mean().item() * 1000 - 10.0) / 10.0
+    def residual(threshold: float) -> float:
+        error = (torch.sigmoid(g.double() - threshold).mean().item() * 1000 - 10.0) / 10.0
+        return math.log1p(error) if error < 0 else error
 
-    slope = (error(theta + 1e-4) - error(theta - 1e-4)) / 2e-4
+    assert residual(theta) < -0.1  # the seed model starts below 10 Hz: the logarithm
+    slope = (residual(theta + 1e-4) - residual(theta - 1e-4)) / 2e-4
     linear = task.linearizations[0]
-    assert linear.residuals.item() == pytest.approx(error(theta), rel=1e-4)
+    assert linear.residuals.item() == pytest.approx(residual(theta), rel=1e-4)
     assert linear.jacobian.to_dense().item() == pytest.approx(slope, rel=1e-3)
-    assert model.theta.item() - theta == pytest.approx(-error(theta) / slope, rel=1e-3)
+    assert model.theta.item() - theta == pytest.approx(-residual(theta) / slope, rel=1e-3)
 
 
 def test_two_populations_with_shared_r_and_b(tmp_path):
@@ -268,6 +271,36 @@ def test_more_parameters_than_targets_move_by_their_elasticity():
     step = damped_least_squares(jacobian.to_sparse(), torch.tensor([0.4]), 1e-3, scales)
     assert (jacobian @ step).item() == pytest.approx(-0.4, rel=1e-4)
     assert step[1] / step[0] == pytest.approx((0.05 * 1.0 ** 2) / (-1.0 * 5.0 ** 2))
+
+
+def test_residuals_are_logarithmic_below_the_target_and_linear_above():
+    """ρ(e) = log(1 + e) for e < 0, e for e ≥ 0: rows of J and standard errors by 1 + e."""
+    jacobian = torch.tensor([[2.0, 0.0], [0.0, 3.0]], dtype=torch.float64).to_sparse()
+    linear = log_below_target(Linearization(torch.tensor([-0.5, 0.2], dtype=torch.float64),
+                                            jacobian, torch.tensor([0.01, 0.01])))
+    assert linear.residuals.tolist() == pytest.approx([math.log(0.5), 0.2])
+    assert torch.allclose(linear.jacobian.to_dense(),
+                          torch.tensor([[4.0, 0.0], [0.0, 3.0]], dtype=torch.float64))
+    assert linear.variance.tolist() == pytest.approx([0.04, 0.01])
+
+
+def test_damping_is_relative_to_the_curvature():
+    """A parameter that starts near zero (a tiny scale) still takes the full Gauss–Newton
+    step: -e / J = -0.1 here, whatever the units."""
+    for unit in (1.0, 1e-3):
+        parameter = torch.nn.Parameter(torch.tensor(1e-3 * unit))
+        optimizer = GaussNewton([parameter], damping=1e-3)
+        linear = Linearization(torch.tensor([1.0]), torch.tensor([[10.0 / unit]]).to_sparse(),
+                               torch.zeros(1))
+        optimizer.step(lambda linear=linear: linear)
+        assert parameter.item() - 1e-3 * unit == pytest.approx(-0.1 * unit, rel=2e-3)
+
+
+def test_cautious_factor_is_the_variance_upper_confidence_bound():
+    """k / χ²ₖ(25%): χ²₂(25%) = 0.5754 (= -2 log 0.75), χ²₁₀(25%) = 6.737."""
+    assert cautious(2) == pytest.approx(2 / 0.5754, rel=0.02)
+    assert cautious(10) == pytest.approx(10 / 6.737, rel=0.01)
+    assert cautious(0) == math.inf and cautious(1e6) == pytest.approx(1, abs=0.01)
 
 
 def test_ddp_two_processes_match_one(tmp_path):

@@ -44,6 +44,7 @@ class Errors:
         targets: [T] each target's error of the mean rate (what convergence judges).
         target_variance: [T] their sampling variances.
         trials: trials per process behind the estimate.
+        degrees: degrees of freedom behind ``target_variance``.
         prior: the variance of one trial's error of each target [T] and its weight (degrees
             of freedom), carried to the next step.
     """
@@ -53,6 +54,7 @@ class Errors:
     targets: torch.Tensor
     target_variance: torch.Tensor
     trials: int
+    degrees: float
     prior: tuple[torch.Tensor, float]
 
 
@@ -80,7 +82,9 @@ class RateCalibration(L.LightningModule):
     surrogate, with its noise integrated out.
 
     **Solver** ``"gauss_newton"`` (default): Levenberg–Marquardt steps
-    (:class:`~spikefit.tasks.gauss_newton.GaussNewton`) with the Jacobian J = de/dp of the
+    (:class:`~spikefit.tasks.gauss_newton.GaussNewton`) on the residuals ρ(e) = log(1 + e)
+    below the target and e above (:func:`log_below_target`: no step overshoots a response
+    between linear and exponential), with the Jacobian from de/dp of the
     teacher-forced expected rates: one backward pass per scalar target; a per-neuron target's
     errors depend on a per-neuron parameter only through the neuron's own value (checked on
     the first step), so that block of J is diagonal and costs one backward pass; its columns
@@ -250,8 +254,9 @@ class RateCalibration(L.LightningModule):
         averaged over processes (each process simulates its own networks and trials).
 
         The variance of one trial's error of each target is pooled with the estimate of the
-        last steps (half its weight per step), so that a step of a few trials does not judge
-        its precision from a few degrees of freedom."""
+        last steps near the target (half its weight per step), so that a step of a few trials
+        does not judge its precision from a few degrees of freedom. (Steps far from the
+        target do not count: the variance changes with the rate.)"""
         world, reduce = self.trainer.world_size, self.trainer.strategy.reduce
         trials = trial_errors.shape[0]
         parts = trial_errors.split([target.rate_hz.numel() for target in targets], dim=1)
@@ -274,18 +279,21 @@ class RateCalibration(L.LightningModule):
         return Errors(reduce(trial_errors.mean(dim=0), reduce_op="mean"),
                       spread(trial_errors) / (trials * world),
                       reduce(per_target.mean(dim=0), reduce_op="mean"),
-                      single / (trials * world), trials, (single, degrees / 2))
+                      single / (trials * world), trials, degrees, (single, degrees / 2))
 
     def precision_ratio(self, errors: Errors) -> float:
         """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
         enough): a standard error of ``precision × tolerance`` once every error is within the
-        tolerance (the step validation follows), before that of a third of each error (the
-        step surely points the right way and removes most of the error), or that if larger."""
+        tolerance (the step validation follows; judged by the variance's upper 75% confidence
+        bound, :func:`cautious`, since few trials can underestimate it badly), before that
+        of a third of each error (the step surely points the right way and removes most of
+        the error), or that if larger."""
         hp = self.hparams
         floor = hp.precision * hp.tolerance
-        within = bool((errors.targets.abs() <= hp.tolerance).all())
-        wanted = (errors.targets.abs() / 3).clamp(min=floor) if not within else floor
-        return float((errors.target_variance / wanted ** 2).max())
+        if not bool((errors.targets.abs() <= hp.tolerance).all()):
+            wanted = (errors.targets.abs() / 3).clamp(min=floor)
+            return float((errors.target_variance / wanted ** 2).max())
+        return float((errors.target_variance / floor ** 2).max()) * cautious(errors.degrees)
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials
@@ -313,12 +321,13 @@ class RateCalibration(L.LightningModule):
                 break
             needed = math.ceil(1.1 * have * ratio) if math.isfinite(ratio) else 2 * have
             wanted = min(max(needed - have, 1), 3 * have, hp.max_trials - have)
-        self.prior = errors.prior
+        near = bool((errors.targets.abs() <= hp.tolerance).all())
+        self.prior = errors.prior if near else None
         jacobian = jacobian.coalesce()
         if self.trainer.world_size > 1:
             jacobian = self.trainer.strategy.reduce(jacobian.to_dense(), reduce_op="mean")
         self.record(targets, errors)
-        return Linearization(errors.residuals, jacobian, errors.variance)
+        return log_below_target(Linearization(errors.residuals, jacobian, errors.variance))
 
     def jacobian(self, errors: list[torch.Tensor]) -> torch.Tensor:
         """J [R, P] (sparse COO) of the targets' errors (flattened in order; a scalar or one
@@ -548,6 +557,41 @@ class RateCalibration(L.LightningModule):
               f"steps × {self.validated_trials} trial{'s' * (self.validated_trials > 1)}: "
               f"{'converged' if summary['converged'] else 'NOT converged'}; "
               f"{parameters}; {summary['wall_time_s']:.1f} s\nsummary: {log_dir / 'summary.json'}")
+
+
+def log_below_target(linear: Linearization, floor: float = 1e-3) -> Linearization:
+    r"""The linearization of :math:`\rho(e) = \log(1 + e)` for rates below their target
+    (e < 0) and of e itself above, from one of the relative errors e.
+
+    Rates respond to an input offset (θ, b) between linearly (rectified links) and
+    exponentially (exponential and logistic links, below saturation). A Newton step on the
+    rate ratio itself overshoots an exponential response from below (theta 5 → 10 Hz: +8.6%
+    after the first step) and one on its logarithm overshoots a linear response from above
+    (a rectified network driven past zero goes silent, with no gradient left). ρ takes the
+    logarithm below the target and the ratio above: each step is exact for one of the two
+    responses and falls short for the other, never overshooting for any response in between
+    (ρ and its slope are continuous at the target, so near it nothing changes). Rows of J
+    and the standard errors are divided by 1 + e where e < 0 (1 + e floored at ``floor``).
+    """
+    ratio = 1 + linear.residuals
+    below = ratio < 1
+    slope = torch.where(below, 1 / ratio.clamp(min=floor), torch.ones_like(ratio))
+    residuals = torch.where(below, ratio.clamp(min=floor).log(), linear.residuals)
+    jacobian = linear.jacobian.to_sparse().coalesce()  # (dense when reduced over processes)
+    rows = slope[jacobian.indices()[0]].to(jacobian.dtype)
+    jacobian = torch.sparse_coo_tensor(jacobian.indices(), jacobian.values() * rows,
+                                       jacobian.shape, check_invariants=True)
+    return Linearization(residuals, jacobian, linear.variance * slope.square())
+
+
+def cautious(degrees: float, z: float = 0.6745) -> float:
+    """Factor from a variance estimate with ``degrees`` degrees of freedom to its upper
+    confidence bound (z: the bound's normal quantile, 0.6745 for 75%): k / χ²ₖ at the lower
+    quantile, by the Wilson–Hilferty approximation (within 2% for k ≥ 2)."""
+    if not math.isfinite(degrees) or degrees <= 0:
+        return math.inf
+    spread = math.sqrt(2 / (9 * degrees))
+    return 1 / max(1 - 2 / (9 * degrees) - z * spread, 1e-3) ** 3
 
 
 def flatten(trial_errors: list[torch.Tensor]) -> torch.Tensor:

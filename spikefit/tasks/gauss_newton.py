@@ -117,7 +117,10 @@ class GaussNewton(torch.optim.Optimizer):
     :math:`s\,\delta` with δ from :func:`damped_least_squares`, damped in changes relative
     to the parameters' scales at the first step (:func:`parameter_scales`), a parameter of n
     values (e.g. one per neuron) by its root-mean-square relative change, so that it weighs
-    as much as a scalar.
+    as much as a scalar. ``damping`` is relative to the curvature of that scaled problem
+    (the mean of :math:`\|J_j\|^2 S_j^2` over the columns), so a step is as close to the
+    undamped one whatever the units of the residuals and parameters (a parameter starting
+    near zero, with a tiny scale, is not pinned there).
 
     When the Jacobian is only a model of the residuals' response (calibration: the open-loop,
     teacher-forced response, which ignores network feedback; or a surrogate gradient), full
@@ -135,7 +138,7 @@ class GaussNewton(torch.optim.Optimizer):
 
     Args:
         params: the parameters, in the order of the Jacobian's columns.
-        damping: λ, the damping of relative parameter changes.
+        damping: λ, the damping of relative parameter changes, relative to the curvature.
         min_scale: the smallest step scale.
         max_scale: the largest step scale.
     """
@@ -169,7 +172,9 @@ class GaussNewton(torch.optim.Optimizer):
             sizes = torch.cat([torch.full((p.numel(),), float(p.numel()), device=p.device)
                                for p in parameters])
             state["scales"] = parameter_scales(values, jacobian, residuals) * sizes.sqrt()
-        delta = damped_least_squares(jacobian, residuals, group["damping"], state["scales"])
+        curvature = float((column_squares(jacobian) * state["scales"].square()).mean())
+        delta = damped_least_squares(jacobian, residuals, group["damping"] * curvature,
+                                     state["scales"])
         for parameter, change in zip(parameters, delta.split([p.numel() for p in parameters]),
                                      strict=True):
             parameter.add_(change.view_as(parameter).to(parameter.dtype), alpha=scale)

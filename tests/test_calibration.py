@@ -17,7 +17,7 @@ from spikefit.datasets import NormalGenerator
 from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedLNP, RectifiedSAM, ThresholdSAM
 from spikefit.stimulus import RegularStimulus
 from spikefit.tasks import RateCalibration
-from spikefit.tasks.calibration import SEED_INTRODUCTION, cautious, log_below_target
+from spikefit.tasks.calibration import SEED_INTRODUCTION, log_below_target
 from spikefit.tasks.gauss_newton import GaussNewton, Linearization, damped_least_squares
 from tests.test_models import PAPER, ForcedBernoulli, batch_of_networks
 
@@ -294,13 +294,6 @@ def test_damping_is_relative_to_the_curvature():
                                torch.zeros(1))
         optimizer.step(lambda linear=linear: linear)
         assert parameter.item() - 1e-3 * unit == pytest.approx(-0.1 * unit, rel=2e-3)
-
-
-def test_cautious_factor_is_the_variance_upper_confidence_bound():
-    """k / χ²ₖ(25%): χ²₂(25%) = 0.5754 (= -2 log 0.75), χ²₁₀(25%) = 6.737."""
-    assert cautious(2) == pytest.approx(2 / 0.5754, rel=0.02)
-    assert cautious(10) == pytest.approx(10 / 6.737, rel=0.01)
-    assert cautious(0) == math.inf and cautious(1e6) == pytest.approx(1, abs=0.01)
 
 
 def test_ddp_two_processes_match_one(tmp_path):

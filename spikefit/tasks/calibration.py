@@ -44,7 +44,6 @@ class Errors:
         targets: [T] each target's error of the mean rate (what convergence judges).
         target_variance: [T] their sampling variances.
         trials: trials per process behind the estimate.
-        degrees: degrees of freedom behind ``target_variance``.
         prior: the variance of one trial's error of each target [T] and its weight (degrees
             of freedom), carried to the next step.
     """
@@ -54,7 +53,6 @@ class Errors:
     targets: torch.Tensor
     target_variance: torch.Tensor
     trials: int
-    degrees: float
     prior: tuple[torch.Tensor, float]
 
 
@@ -279,21 +277,20 @@ class RateCalibration(L.LightningModule):
         return Errors(reduce(trial_errors.mean(dim=0), reduce_op="mean"),
                       spread(trial_errors) / (trials * world),
                       reduce(per_target.mean(dim=0), reduce_op="mean"),
-                      single / (trials * world), trials, degrees, (single, degrees / 2))
+                      single / (trials * world), trials, (single, degrees / 2))
 
     def precision_ratio(self, errors: Errors) -> float:
         """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
         enough): a standard error of ``precision × tolerance`` once every error is within the
-        tolerance (the step validation follows; judged by the variance's upper 75% confidence
-        bound, :func:`cautious`, since few trials can underestimate it badly), before that
-        of a third of each error (the step surely points the right way and removes most of
-        the error), or that if larger."""
+        tolerance (the step validation follows), before that of a third of each error (the
+        step surely points the right way and removes most of the error), or that if
+        larger."""
         hp = self.hparams
         floor = hp.precision * hp.tolerance
         if not bool((errors.targets.abs() <= hp.tolerance).all()):
             wanted = (errors.targets.abs() / 3).clamp(min=floor)
             return float((errors.target_variance / wanted ** 2).max())
-        return float((errors.target_variance / floor ** 2).max()) * cautious(errors.degrees)
+        return float((errors.target_variance / floor ** 2).max())
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials
@@ -582,16 +579,6 @@ def log_below_target(linear: Linearization, floor: float = 1e-3) -> Linearizatio
     jacobian = torch.sparse_coo_tensor(jacobian.indices(), jacobian.values() * rows,
                                        jacobian.shape, check_invariants=True)
     return Linearization(residuals, jacobian, linear.variance * slope.square())
-
-
-def cautious(degrees: float, z: float = 0.6745) -> float:
-    """Factor from a variance estimate with ``degrees`` degrees of freedom to its upper
-    confidence bound (z: the bound's normal quantile, 0.6745 for 75%): k / χ²ₖ at the lower
-    quantile, by the Wilson–Hilferty approximation (within 2% for k ≥ 2)."""
-    if not math.isfinite(degrees) or degrees <= 0:
-        return math.inf
-    spread = math.sqrt(2 / (9 * degrees))
-    return 1 / max(1 - 2 / (9 * degrees) - z * spread, 1e-3) ** 3
 
 
 def flatten(trial_errors: list[torch.Tensor]) -> torch.Tensor:

@@ -279,6 +279,10 @@ class RateCalibration(L.LightningModule):
                       reduce(per_target.mean(dim=0), reduce_op="mean"),
                       single / (trials * world), trials, (single, degrees / 2))
 
+    def within_tolerance_of(self, errors: Errors) -> bool:
+        """Whether every target's error of the mean rate is within the tolerance."""
+        return bool((errors.targets.abs() <= self.hparams.tolerance).all())
+
     def precision_ratio(self, errors: Errors) -> float:
         """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
         enough): a standard error of ``precision × tolerance`` once every error is within the
@@ -287,7 +291,7 @@ class RateCalibration(L.LightningModule):
         larger."""
         hp = self.hparams
         floor = hp.precision * hp.tolerance
-        if not bool((errors.targets.abs() <= hp.tolerance).all()):
+        if not self.within_tolerance_of(errors):
             wanted = (errors.targets.abs() / 3).clamp(min=floor)
             return float((errors.target_variance / wanted ** 2).max())
         return float((errors.target_variance / floor ** 2).max())
@@ -318,8 +322,7 @@ class RateCalibration(L.LightningModule):
                 break
             needed = math.ceil(1.1 * have * ratio) if math.isfinite(ratio) else 2 * have
             wanted = min(max(needed - have, 1), 3 * have, hp.max_trials - have)
-        near = bool((errors.targets.abs() <= hp.tolerance).all())
-        self.prior = errors.prior if near else None
+        self.prior = errors.prior if self.within_tolerance_of(errors) else None
         jacobian = jacobian.coalesce()
         if self.trainer.world_size > 1:
             jacobian = self.trainer.strategy.reduce(jacobian.to_dense(), reduce_op="mean")
@@ -416,7 +419,7 @@ class RateCalibration(L.LightningModule):
 
     def record(self, targets: list[RateTarget], errors: Errors) -> None:
         """Logs a step's estimate and notes whether it was within tolerance."""
-        self.within_tolerance = bool((errors.targets.abs() <= self.hparams.tolerance).all())
+        self.within_tolerance = self.within_tolerance_of(errors)
         parts = errors.residuals.split([target.rate_hz.numel() for target in targets])
         loss = torch.stack([part.square().mean() for part in parts]).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=1)

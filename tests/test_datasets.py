@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import torch
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
+from spikefit.checks import InputError
 from spikefit.datasets import (
     ConnectivityDataset,
     MexicanHatGenerator,
@@ -97,6 +99,53 @@ def test_normal_bad_arguments(kwargs, match):
         NormalGenerator(**{"n_neurons": 10, "mean": 0.0, "std": 1.0, **kwargs})
 
 
+BAD_GENERATOR_ARGUMENTS = [  # (class, valid arguments, argument, bad value)
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "n_neurons", 5),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "n_neurons", 0),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "n_neurons", 10.5),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "mean", math.inf),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "std", -1.0),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "sparsity", 0.4),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "sparsity", math.nan),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "glorot", "yes"),
+    (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "seed", -3),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
+     "n_neurons", 0),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "low", "0"),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "high", 0.0),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
+     "sparsity", 1.5),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
+     "seed", 0.5),
+    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+     "n_neurons", -1),
+    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+     "a", math.nan),
+    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+     "sigma_1", 0.0),
+    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+     "sigma_2", -2.0),
+]
+
+
+@pytest.mark.parametrize("generator_class, arguments, name, value", BAD_GENERATOR_ARGUMENTS,
+                         ids=[f"{c.__name__}.{n}={v}" for c, _, n, v in BAD_GENERATOR_ARGUMENTS])
+def test_bad_generator_arguments_name_the_argument(generator_class, arguments, name, value):
+    with pytest.raises(InputError) as error:
+        generator_class(**{**arguments, name: value})
+    assert str(error.value).startswith(f"{generator_class.__name__}.{name}: ")
+    assert "(expected" in str(error.value)
+
+
+@pytest.mark.parametrize("n", [0, 2.5])
+def test_bad_network_counts_name_n(tmp_path, n):
+    generator = UniformGenerator(4, 0.0, 1.0, 0.5, seed=0)
+    for make in (lambda: generator.generate(n), lambda: generator.save(n, tmp_path)):
+        with pytest.raises(InputError, match=r"^UniformGenerator\.n: .*\(expected"):
+            make()
+    assert not list(tmp_path.iterdir())
+
+
 def test_generate_gives_graphs():
     graphs = NormalGenerator(10, 0.0, 1.0, seed=0).generate(3)
     assert len(graphs) == 3
@@ -183,14 +232,45 @@ def test_mixed_pt_and_npy_order(tmp_path):
     assert [b.num_graphs for b in DataLoader(dataset, batch_size=4)] == [4, 2]
 
 
-def test_save_refuses_to_overwrite(tmp_path):
-    generator = UniformGenerator(4, 0.0, 1.0, 0.5, seed=0)
-    generator.save(2, tmp_path)
-    before = (tmp_path / "1.pt").read_bytes()
-    with pytest.raises(FileExistsError, match="1.pt"):
-        generator.save(3, tmp_path)
-    assert (tmp_path / "1.pt").read_bytes() == before
-    assert not (tmp_path / "2.pt").exists()
+def snapshot(directory):
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def test_save_twice_is_idempotent(tmp_path):
+    """The README's quick start, run twice in the same folder."""
+    directory = tmp_path / "w0"
+    NormalGenerator(50, mean=0, std=5, glorot=True, seed=14071789).save(10, directory)
+    first = snapshot(directory)
+    assert sorted(first) == sorted(f"{i}.pt" for i in range(10))  # no .partial left over
+    NormalGenerator(50, mean=0, std=5, glorot=True, seed=14071789).save(10, directory)
+    assert snapshot(directory) == first
+    assert len(ConnectivityDataset(directory)) == 10
+
+
+def test_save_adds_the_missing_files_of_the_same_generator(tmp_path):
+    UniformGenerator(4, 0.0, 1.0, 0.5, seed=0).save(2, tmp_path)
+    before = snapshot(tmp_path)
+    UniformGenerator(4, 0.0, 1.0, 0.5, seed=0).save(3, tmp_path)
+    after = snapshot(tmp_path)
+    assert {name: after[name] for name in before} == before and "2.pt" in after
+    expected = UniformGenerator(4, 0.0, 1.0, 0.5, seed=0).generate(3)[2]
+    assert torch.equal(torch.load(tmp_path / "2.pt"), graph_to_dense(expected))
+
+
+@pytest.mark.parametrize("change", ["seed", "dtype", "garbage"])
+def test_save_refuses_other_files_and_writes_nothing(tmp_path, change):
+    NormalGenerator(20, 0.0, 1.0, seed=1).save(3, tmp_path)
+    (tmp_path / "2.pt").unlink()  # missing, yet not written since another file differs
+    if change == "dtype":
+        torch.save(torch.load(tmp_path / "1.pt").double(), tmp_path / "1.pt")
+    elif change == "garbage":
+        (tmp_path / "1.pt").write_bytes(b"not a tensor")
+    before = snapshot(tmp_path)
+    seed = 2 if change == "seed" else 1
+    with pytest.raises(FileExistsError) as error:
+        NormalGenerator(20, 0.0, 1.0, seed=seed).save(3, tmp_path)
+    assert error.value.filename == str(tmp_path / ("0.pt" if change == "seed" else "1.pt"))
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("name", ["square.pt", "nan.npy", "garbage.pt", "flat.npy", "dict.pt"])
@@ -207,15 +287,17 @@ def test_bad_matrix_files(tmp_path, name):
         np.save(bad, np.ones(4))
     else:
         torch.save({"W0": torch.ones(2, 2)}, bad)
-    with pytest.raises(ValueError, match=rf"{name}.*square \[N, N\] matrix of finite floats"):
+    expected = r"\(expected a square \[N, N\] matrix of finite weights indexed \[pre, post\]\)"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: .*{expected}$"):
         ConnectivityDataset(tmp_path)
 
 
 def test_bad_roots(tmp_path):
-    with pytest.raises(ValueError, match="missing"):
+    missing = re.escape(str(tmp_path / "missing"))
+    with pytest.raises(InputError, match=rf"^{missing}: no such directory \(expected"):
         ConnectivityDataset(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("no matrices here")
-    with pytest.raises(ValueError, match="no .pt or .npy"):
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path))}: no .pt or .npy files"):
         ConnectivityDataset(tmp_path)
 
 

@@ -7,6 +7,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from spikefit.checks import InputError
 from spikefit.datasets import NormalGenerator, dense_to_graph
 from spikefit.models import (
     BernoulliGLM,
@@ -74,7 +75,7 @@ def test_connectivity_filter_rejects_self_loops_and_nan():
         model.connectivity_filter(torch.ones(2), torch.tensor([[0, 1], [1, 1]]))
     with pytest.raises(ValueError, match="NaN"):
         model.connectivity_filter(torch.tensor([1.0, math.nan]), torch.tensor([[0, 1], [1, 0]]))
-    with pytest.raises(ValueError, match=r"shape \[E\]"):
+    with pytest.raises(ValueError, match=r"W0: shape \[3\] does not match 2 edges"):
         model.connectivity_filter(torch.ones(3), torch.tensor([[0, 1], [1, 0]]))
 
 
@@ -295,6 +296,69 @@ def test_bad_input_errors():
     looped = Data(edge_index=torch.tensor([[0, 1], [0, 0]]), W0=torch.ones(2), num_nodes=2)
     with pytest.raises(ValueError, match="self-loops"):
         BernoulliGLM(**SEED_GLM).simulate(looped, 10, verbose=False)
+
+
+ARGUMENTS = {BernoulliGLM: SEED_GLM, **PAPER}
+NAN, INF = math.nan, math.inf
+BAD_PARAMETERS = [  # (class, argument, value): one bad value per rule and class at least
+    (BernoulliGLM, "dt", 0), (BernoulliGLM, "dt", 1.5), (BernoulliGLM, "dt", NAN),
+    (BernoulliGLM, "coupling_window", 2.5), (BernoulliGLM, "coupling_window", -1),
+    (BernoulliGLM, "abs_ref_scale", -1), (BernoulliGLM, "rel_ref_scale", "7"),
+    (BernoulliGLM, "theta", NAN), (BernoulliGLM, "theta", torch.tensor([1.0, INF])),
+    (BernoulliGLM, "alpha", INF), (BernoulliGLM, "beta", NAN), (BernoulliGLM, "r", INF),
+    (BernoulliGLM, "abs_ref_strength", NAN), (BernoulliGLM, "rel_ref_strength", -INF),
+    (PoissonGLM, "alpha", 0), (PoissonGLM, "alpha", -15.9),
+    (PoissonGLM, "alpha", torch.tensor([1.0, -1.0])), (PoissonGLM, "beta", NAN),
+    (PoissonGLM, "T", 0), (PoissonGLM, "T", 1.5), (PoissonGLM, "tau", 0), (PoissonGLM, "tau", -5),
+    (PoissonGLM, "dt", 0), (PoissonGLM, "dt", -0.1), (PoissonGLM, "r", INF), (PoissonGLM, "b", NAN),
+    (RectifiedLNP, "lambda_0", -1), (RectifiedLNP, "theta", NAN), (RectifiedLNP, "T", -3),
+    (RectifiedLNP, "tau", 0), (RectifiedLNP, "dt", 0), (RectifiedLNP, "r", NAN),
+    (RectifiedLNP, "b", INF),
+    (RectifiedSAM, "lambda_0", -0.5), (RectifiedSAM, "theta", INF), (RectifiedSAM, "tau", 0.05),
+    (RectifiedSAM, "tau", torch.tensor([10.0, 0.01])), (RectifiedSAM, "tau", -10),
+    (RectifiedSAM, "dt", 0), (RectifiedSAM, "r", NAN), (RectifiedSAM, "b", NAN),
+    (ThresholdSAM, "tau", 0.05), (ThresholdSAM, "dt", -0.1), (ThresholdSAM, "sigma", -0.3),
+    (ThresholdSAM, "rho", 1.5), (ThresholdSAM, "rho", -0.1), (ThresholdSAM, "theta", NAN),
+    (ThresholdSAM, "r", INF), (ThresholdSAM, "b", NAN),
+]
+
+
+@pytest.mark.parametrize("model_class, name, value", BAD_PARAMETERS,
+                         ids=[f"{c.__name__}.{n}={v}" for c, n, v in BAD_PARAMETERS])
+def test_bad_parameters_are_refused_at_construction_naming_them(model_class, name, value):
+    with pytest.raises(InputError) as error:
+        model_class(**{**ARGUMENTS[model_class], name: value})
+    assert str(error.value).startswith(f"{model_class.__name__}.{name}: ")
+    assert "(expected" in str(error.value)
+
+
+def test_negative_gain_and_zero_tau_fail_at_construction_not_in_torch_poisson():
+    with pytest.raises(InputError, match=r"^RectifiedLNP\.lambda_0: -1 is out of range"):
+        RectifiedLNP(**{**PAPER[RectifiedLNP], "lambda_0": -1})
+    with pytest.raises(InputError, match=r"^PoissonGLM\.tau: 0 is out of range"):
+        PoissonGLM(**{**PAPER[PoissonGLM], "tau": 0})
+
+
+@pytest.mark.parametrize("model_class", [RectifiedSAM, ThresholdSAM])
+def test_activation_tau_must_reach_dt(model_class):
+    model_class(**{**PAPER[model_class], "tau": 0.1})  # tau = dt: s forgets in one step
+    with pytest.raises(InputError, match=r"\.tau: 0\.09 .*dt = 0\.1 ms"):
+        model_class(**{**PAPER[model_class], "tau": 0.09})
+
+
+def test_bernoulli_needs_a_history_window():
+    with pytest.raises(InputError, match=r"^BernoulliGLM\.coupling_window: 0 .*\(expected"):
+        BernoulliGLM(**{**SEED_GLM, "coupling_window": 0, "abs_ref_scale": 0,
+                        "rel_ref_scale": 0})
+    assert BernoulliGLM(**{**SEED_GLM, "alpha": -0.2, "beta": -0.5}).window == 10  # |α|, |β|
+
+
+def test_errors_name_the_subclass():
+    class MyGLM(PoissonGLM):
+        pass
+
+    with pytest.raises(InputError, match=r"^MyGLM\.tau: "):
+        MyGLM(**{**PAPER[PoissonGLM], "tau": -5})
 
 
 def test_runaway_activity_stops_with_a_message():

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from spikefit.checks import InputError
 from spikefit.stimulus import LoadedStimulus, PoissonStimulus, RegularStimulus, SinStimulus
 
 
@@ -123,31 +125,53 @@ MASK = torch.ones(3)
 
 
 @pytest.mark.parametrize(
-    "make, name",
+    "make, field",
     [
-        (lambda: RegularStimulus(1.0, -1, 1, 10, MASK), "period"),
-        (lambda: RegularStimulus(1.0, 0, 1, 10, MASK), "period"),
-        (lambda: RegularStimulus(1.0, 5, -1, 10, MASK), "tau"),
-        (lambda: RegularStimulus(1.0, 5, 1, -10, MASK), "stop"),
-        (lambda: RegularStimulus(math.nan, 5, 1, 10, MASK), "strength"),
-        (lambda: RegularStimulus(1.0, math.inf, 1, 10, MASK), "period"),
-        (lambda: RegularStimulus(1.0, 5, 1, 10, MASK, start=math.nan), "start"),
-        (lambda: PoissonStimulus(1.0, -2, 10, MASK), "mean_interval"),
-        (lambda: PoissonStimulus(1.0, 0, 10, MASK), "mean_interval"),
-        (lambda: PoissonStimulus(1.0, 2, -10, MASK), "duration"),
-        (lambda: PoissonStimulus(1.0, 2, 10, MASK, tau=-1), "tau"),
-        (lambda: PoissonStimulus(math.inf, 2, 10, MASK), "strength"),
-        (lambda: SinStimulus(-1.0, 10, 10, MASK), "amplitude"),
-        (lambda: SinStimulus(1.0, -10, 10, MASK), "period"),
-        (lambda: SinStimulus(1.0, 0, 10, MASK), "period"),
-        (lambda: SinStimulus(1.0, 10, -10, MASK), "duration"),
-        (lambda: SinStimulus(1.0, 10, 10, MASK, phase=math.nan), "phase"),
-        (lambda: SinStimulus(1.0, 10, 10, MASK, baseline=math.inf), "baseline"),
+        (lambda: RegularStimulus(1.0, -1, 1, 10, MASK), "RegularStimulus.period"),
+        (lambda: RegularStimulus(1.0, 0, 1, 10, MASK), "RegularStimulus.period"),
+        (lambda: RegularStimulus(1.0, 5, -1, 10, MASK), "RegularStimulus.tau"),
+        (lambda: RegularStimulus(1.0, 5, 1, -10, MASK), "RegularStimulus.stop"),
+        (lambda: RegularStimulus(math.nan, 5, 1, 10, MASK), "RegularStimulus.strength"),
+        (lambda: RegularStimulus("1", 5, 1, 10, MASK), "RegularStimulus.strength"),
+        (lambda: RegularStimulus(torch.ones(2), 5, 1, 10, MASK), "RegularStimulus.strength"),
+        (lambda: RegularStimulus(1.0, math.inf, 1, 10, MASK), "RegularStimulus.period"),
+        (lambda: RegularStimulus(1.0, 5, 1, 10, MASK, start=math.nan), "RegularStimulus.start"),
+        (lambda: RegularStimulus(1.0, 5, 1, 10, MASK, dt=0), "RegularStimulus.dt"),
+        (lambda: RegularStimulus(1.0, 5, 1, 10, MASK, batch_size=1.5),
+         "RegularStimulus.batch_size"),
+        (lambda: PoissonStimulus(1.0, -2, 10, MASK), "PoissonStimulus.mean_interval"),
+        (lambda: PoissonStimulus(1.0, 0, 10, MASK), "PoissonStimulus.mean_interval"),
+        (lambda: PoissonStimulus(1.0, 2, -10, MASK), "PoissonStimulus.duration"),
+        (lambda: PoissonStimulus(1.0, 2, 10, MASK, tau=-1), "PoissonStimulus.tau"),
+        (lambda: PoissonStimulus(math.inf, 2, 10, MASK), "PoissonStimulus.strength"),
+        (lambda: PoissonStimulus(1.0, 2, 10, MASK, start=math.inf), "PoissonStimulus.start"),
+        (lambda: PoissonStimulus(1.0, 2, 10, MASK, seed=1.5), "PoissonStimulus.seed"),
+        (lambda: PoissonStimulus(1.0, 2, 10, MASK, seed=-1), "PoissonStimulus.seed"),
+        (lambda: PoissonStimulus(1.0, 2, 10, MASK, rng=torch.Generator(), seed=1),
+         "PoissonStimulus.seed"),
+        (lambda: SinStimulus(-1.0, 10, 10, MASK), "SinStimulus.amplitude"),
+        (lambda: SinStimulus(1.0, -10, 10, MASK), "SinStimulus.period"),
+        (lambda: SinStimulus(1.0, 0, 10, MASK), "SinStimulus.period"),
+        (lambda: SinStimulus(1.0, 10, -10, MASK), "SinStimulus.duration"),
+        (lambda: SinStimulus(1.0, 10, 10, MASK, phase=math.nan), "SinStimulus.phase"),
+        (lambda: SinStimulus(1.0, 10, 10, MASK, baseline=math.inf), "SinStimulus.baseline"),
+        (lambda: SinStimulus(1.0, 10, 10, MASK, start=math.nan), "SinStimulus.start"),
+        (lambda: SinStimulus(1.0, 10, 10, MASK, dt=-1), "SinStimulus.dt"),
+        (lambda: SinStimulus(1.0, 10, 10, torch.ones(2, 2, 2)), "SinStimulus.stimulus_masks"),
+        (lambda: SinStimulus(1.0, 10, 10, []), "SinStimulus.stimulus_masks"),
+        (lambda: SinStimulus(1.0, 10, 10, [torch.ones(2, 2)]), "SinStimulus.stimulus_masks"),
+        (lambda: SinStimulus(1.0, 10, 10, [[1.0, math.nan]]), "SinStimulus.stimulus_masks[0]"),
+        (lambda: LoadedStimulus(torch.tensor([[1.0, math.inf]])), "LoadedStimulus.source"),
+        (lambda: LoadedStimulus(torch.ones(3)), "LoadedStimulus.source"),
+        (lambda: LoadedStimulus(torch.ones(3, 0)), "LoadedStimulus.source"),
+        (lambda: LoadedStimulus(TABLE, batch_size=2), "LoadedStimulus.batch_size"),
     ],
 )
-def test_bad_arguments_name_the_argument(make, name):
-    with pytest.raises(ValueError, match=name):
+def test_bad_arguments_name_the_argument(make, field):
+    with pytest.raises(InputError) as error:
         make()
+    assert str(error.value).startswith(f"{field}: ")
+    assert "(expected" in str(error.value)
 
 
 # --- PoissonStimulus ------------------------------------------------------------------------
@@ -283,7 +307,7 @@ def test_loaded_bad_sources(tmp_path):
     np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan]]))
     (tmp_path / "table.txt").write_text("1 2 3")
     for name in ("garbage.pt", "flat.pt", "dict.pt", "nan.npy", "table.txt", "missing.pt"):
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / name))}: .*\(expected"):
             LoadedStimulus(tmp_path / name)
     with pytest.raises(ValueError, match="source"):
         LoadedStimulus(torch.tensor([[1.0, math.inf]]))

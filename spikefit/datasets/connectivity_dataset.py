@@ -6,10 +6,12 @@ from pathlib import Path
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from spikefit.datasets.files import load_tensor
+from spikefit.checks import InputError
 from spikefit.datasets.graph import dense_to_graph
+from spikefit.files import load_tensor
 
-_EXPECTED = "a square [N, N] matrix of finite floats"
+_EXPECTED = "a square [N, N] matrix of finite weights indexed [pre, post]"
+_DIRECTORY = f"a directory of .pt or .npy files, each holding {_EXPECTED}"
 
 
 def _file_order(path: Path) -> tuple[int, int, str]:
@@ -19,12 +21,14 @@ def _file_order(path: Path) -> tuple[int, int, str]:
 
 
 def _load_matrix(path: Path) -> Tensor:
+    """The float32 matrix of ``path``, its diagonal zeroed (with a warning)."""
     matrix = load_tensor(path, _EXPECTED)
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or matrix.numel() == 0:
-        raise ValueError(f"{path}: expected {_EXPECTED}, got shape {list(matrix.shape)}")
+        problem = "an empty matrix" if matrix.numel() == 0 else "not a square matrix"
+        raise InputError(str(path), f"{problem}: shape {list(matrix.shape)}", _EXPECTED)
     matrix = matrix.float()
     if not bool(matrix.isfinite().all()):
-        raise ValueError(f"{path}: expected {_EXPECTED}, found NaN or infinite values")
+        raise InputError(str(path), "holds NaN or infinite weights", _EXPECTED)
     n_loops = int(matrix.diagonal().count_nonzero())
     if n_loops:
         warnings.warn(
@@ -53,13 +57,14 @@ class ConnectivityDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"{self.root}: expected a directory of matrix files")
+            problem = "not a directory" if self.root.exists() else "no such directory"
+            raise InputError(str(self.root), problem, _DIRECTORY)
         self.files = sorted(
             (p for p in self.root.iterdir() if p.is_file() and p.suffix in (".pt", ".npy")),
             key=_file_order,
         )
         if not self.files:
-            raise ValueError(f"{self.root}: no .pt or .npy files holding {_EXPECTED}")
+            raise InputError(str(self.root), "no .pt or .npy files", _DIRECTORY)
         self.data = [dense_to_graph(_load_matrix(path)) for path in self.files]
 
     def __len__(self) -> int:

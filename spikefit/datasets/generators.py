@@ -1,37 +1,47 @@
 from __future__ import annotations
 
+import errno
 import math
+import os
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from spikefit.checks import (
+    InputError,
+    field_name,
+    in_range,
+    non_negative,
+    number,
+    one_of,
+    positive,
+    random_generator,
+    satisfies,
+    whole,
+)
 from spikefit.datasets.graph import dense_to_graph
 
 
-def _generator(rng: torch.Generator | None, seed: int | None) -> torch.Generator:
-    if rng is not None and seed is not None:
-        raise ValueError("pass either rng or seed, not both")
-    if rng is not None:
-        return rng
-    return torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
-
-
-def _finite(name: str, value: float) -> float:
+def _holds(path: Path, matrix: Tensor) -> bool:
+    """Whether the file ``path`` holds exactly ``matrix`` (same dtype, shape and values)."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return number
+        saved = torch.load(path, weights_only=True)
+    except Exception:  # unreadable: not the matrix
+        return False
+    return isinstance(saved, Tensor) and saved.dtype == matrix.dtype and torch.equal(saved, matrix)
 
 
-def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _write(path: Path, matrix: Tensor) -> None:
+    """Saves ``matrix`` to ``path`` atomically: to ``path.partial``, then renamed."""
+    temporary = path.with_name(path.name + ".partial")
+    with temporary.open("wb") as file:  # through a file object, torch names the archive inside
+        torch.save(matrix, file)        # "archive", not after the temporary file
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
 
 
 class ConnectivityGenerator:
@@ -44,21 +54,36 @@ class ConnectivityGenerator:
         """One dense float32 weight matrix ``[N, N]``."""
         raise NotImplementedError
 
+    def count(self, name: str, value: int, minimum: int = 1) -> int:
+        """The argument ``name`` if it is a whole number ≥ ``minimum``."""
+        return whole(field_name(self, name), value, minimum)
+
     def generate(self, n: int) -> list[Data]:
         """``n`` networks as ``Data(edge_index, W0, num_nodes)``."""
-        return [dense_to_graph(self.generate_W0()) for _ in range(_count("n", n, 1))]
+        return [dense_to_graph(self.generate_W0()) for _ in range(self.count("n", n))]
 
     def save(self, n: int, directory: str | Path) -> Path:
-        """Write ``n`` dense matrices to ``directory/0.pt … n-1.pt`` (never overwriting a file)
-        and return the directory."""
+        """Write ``n`` dense matrices to ``directory/0.pt … n-1.pt`` and return the directory.
+
+        All ``n`` are generated first. A file that already holds its matrix is left as it is
+        (saving again with the same seed changes nothing); if any file holds something else or
+        cannot be read, FileExistsError names the first such file and nothing is written.
+        Missing files are written atomically (``i.pt.partial``, then renamed).
+        """
         directory = Path(directory)
-        paths = [directory / f"{i}.pt" for i in range(_count("n", n, 1))]
-        existing = [str(path) for path in paths if path.exists()]
-        if existing:
-            raise FileExistsError(f"refusing to overwrite existing files: {', '.join(existing)}")
+        files = {directory / f"{i}.pt": self.generate_W0() for i in range(self.count("n", n))}
+        clashes = [str(path) for path, matrix in files.items()
+                   if path.exists() and not _holds(path, matrix)]
+        if clashes:
+            more = (f", as do {len(clashes) - 1} more of the {len(files)} files"
+                    if len(clashes) > 1 else "")
+            raise FileExistsError(errno.EEXIST, f"holds another matrix than this generator's"
+                                  f"{more}; nothing written (remove the differing files or save "
+                                  f"to another directory)", clashes[0])
         directory.mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            torch.save(self.generate_W0(), path)
+        for path, matrix in files.items():
+            if not path.exists():
+                _write(path, matrix)
         return directory
 
 
@@ -84,7 +109,7 @@ class NormalGenerator(ConnectivityGenerator):
             (default: :obj:`0.5`)
         glorot (bool, optional): scale the weights by :math:`1/\sqrt{N}`. (default: :obj:`False`)
         rng (torch.Generator, optional): generator of all draws.
-        seed (int, optional): seed of a fresh generator, used when :obj:`rng` is not given.
+        seed (int, optional): seed ≥ 0 of a fresh generator, instead of :obj:`rng`.
     """
 
     def __init__(
@@ -97,23 +122,17 @@ class NormalGenerator(ConnectivityGenerator):
         rng: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
-        self.n_neurons = _count("n_neurons", n_neurons, 2)
+        self.n_neurons = self.count("n_neurons", n_neurons, 2)
         if self.n_neurons % 2:
-            raise ValueError(
-                f"n_neurons must be even (half excitatory, half inhibitory), got {n_neurons}"
-            )
-        self.mean = _finite("mean", mean)
-        self.std = _finite("std", std)
-        if self.std < 0:
-            raise ValueError(f"std must be non-negative, got {std}")
-        self.sparsity = _finite("sparsity", sparsity)
-        if not 0.5 <= self.sparsity <= 1:
-            raise ValueError(
-                f"sparsity must be in [0.5, 1], got {sparsity}: Dale's law already zeroes "
-                "about half of the weights"
-            )
-        self.glorot = bool(glorot)
-        self.rng = _generator(rng, seed)
+            raise InputError(field_name(self, "n_neurons"), f"{self.n_neurons} is odd",
+                             "an even number: half excitatory, half inhibitory")
+        self.mean = number(self, "mean", mean)
+        self.std = number(self, "std", std, non_negative)
+        self.sparsity = number(self, "sparsity", sparsity, partial(
+            satisfies, test=lambda values: (values >= 0.5) & (values <= 1),
+            expected="a fraction in [0.5, 1]: Dale's law already zeroes about half the weights"))
+        self.glorot = bool(one_of(field_name(self, "glorot"), glorot, (True, False)))
+        self.rng = random_generator(field_name(self, "seed"), rng, seed)
 
     def generate_W0(self) -> Tensor:
         n = self.n_neurons
@@ -139,7 +158,7 @@ class UniformGenerator(ConnectivityGenerator):
         high (float): upper bound :math:`b > a`.
         sparsity (float): probability :math:`p \in [0, 1]` that a weight is zero.
         rng (torch.Generator, optional): generator of all draws.
-        seed (int, optional): seed of a fresh generator, used when :obj:`rng` is not given.
+        seed (int, optional): seed ≥ 0 of a fresh generator, instead of :obj:`rng`.
     """
 
     def __init__(
@@ -151,15 +170,13 @@ class UniformGenerator(ConnectivityGenerator):
         rng: torch.Generator | None = None,
         seed: int | None = None,
     ) -> None:
-        self.n_neurons = _count("n_neurons", n_neurons, 1)
-        self.low = _finite("low", low)
-        self.high = _finite("high", high)
-        if self.low >= self.high:
-            raise ValueError(f"low must be below high, got low={low}, high={high}")
-        self.sparsity = _finite("sparsity", sparsity)
-        if not 0 <= self.sparsity <= 1:
-            raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
-        self.rng = _generator(rng, seed)
+        self.n_neurons = self.count("n_neurons", n_neurons)
+        self.low = number(self, "low", low)
+        self.high = number(self, "high", high, partial(
+            satisfies, test=lambda values: values > self.low,
+            expected=f"a finite number > low = {self.low:g}"))
+        self.sparsity = number(self, "sparsity", sparsity, partial(in_range, low=0, high=1))
+        self.rng = random_generator(field_name(self, "seed"), rng, seed)
 
     def generate_W0(self) -> Tensor:
         n = self.n_neurons
@@ -183,12 +200,10 @@ class MexicanHatGenerator(ConnectivityGenerator):
     """
 
     def __init__(self, n_neurons: int, a: float, sigma_1: float, sigma_2: float) -> None:
-        self.n_neurons = _count("n_neurons", n_neurons, 1)
-        self.a = _finite("a", a)
-        self.sigma_1 = _finite("sigma_1", sigma_1)
-        self.sigma_2 = _finite("sigma_2", sigma_2)
-        if self.sigma_1 <= 0 or self.sigma_2 <= 0:
-            raise ValueError(f"sigma_1 and sigma_2 must be positive, got {sigma_1}, {sigma_2}")
+        self.n_neurons = self.count("n_neurons", n_neurons)
+        self.a = number(self, "a", a)
+        self.sigma_1 = number(self, "sigma_1", sigma_1, positive)
+        self.sigma_2 = number(self, "sigma_2", sigma_2, positive)
 
     def generate_W0(self) -> Tensor:
         n = self.n_neurons

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from spikefit.checks import Check, InputError, field_name, finite, positive, whole
+from spikefit.files import load_file
 from spikefit.models.coupling import postsynaptic_sums
 from spikefit.models.engine import (
     SpikeEvents,
@@ -17,6 +20,13 @@ from spikefit.models.engine import (
     history_blocks,
     reference_history_blocks,
 )
+
+positive_ms = partial(positive, unit="ms")
+"""Check of a step Δt or a time constant: finite and > 0, in ms."""
+whole_steps = partial(whole, unit="of steps")
+"""Check of a period in steps: a whole number ≥ 0."""
+window_steps = partial(whole, minimum=1, unit="of steps")
+"""Check of a history window in steps: a whole number ≥ 1."""
 
 
 class BaseModel(MessagePassing):
@@ -48,11 +58,11 @@ class BaseModel(MessagePassing):
 
     # ------------------------------------------------------------------ parameters
     def _register(self, name: str, value: float | torch.Tensor, tunable: bool = False,
-                  dtype: torch.dtype = torch.float32) -> None:
-        """Registers ``value`` as a parameter (``tunable``) or a buffer, checking it is finite."""
-        tensor = torch.as_tensor(value, dtype=dtype).clone()
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{type(self).__name__}: '{name}' must be finite, got {value!r}")
+                  dtype: torch.dtype = torch.float32, check: Check = finite) -> None:
+        """Registers ``value`` as a parameter (``tunable``) or a buffer once ``check`` (a
+        :mod:`spikefit.checks` validator; by default all values finite) accepts it as the
+        field ``Class.name``."""
+        tensor = torch.as_tensor(check(field_name(self, name), value), dtype=dtype).clone()
         if tunable:
             self.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
         else:
@@ -328,10 +338,11 @@ class BaseModel(MessagePassing):
         """Raises if the stimulus's current batch does not have ``num_nodes`` neurons."""
         n = getattr(self.stimulus, "n_neurons", None)
         if n is not None and int(n) != num_nodes:
-            raise ValueError(
+            raise InputError(
+                field_name(self.stimulus, "stimulus_masks"),
                 f"the stimulus's batch {self.stimulus.current_batch} covers {int(n)} neurons "
-                f"but the network batch has {num_nodes}; give the stimulus one mask per "
-                f"network and the same batch_size as the DataLoader")
+                f"but the network batch has {num_nodes}",
+                "one mask per network and the same batch_size as the DataLoader")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -340,7 +351,11 @@ class BaseModel(MessagePassing):
 
     def load(self, path: str | Path) -> None:
         """Loads a state dict saved by :meth:`save` (tensors only, no code runs)."""
-        state = torch.load(path, weights_only=True, map_location=self.dt.device)
+        state = load_file(Path(path), f"a state dict saved by {type(self).__name__}.save",
+                          self.dt.device)
+        if not isinstance(state, dict):
+            raise InputError(str(path), f"holds a {type(state).__name__}",
+                             f"a state dict saved by {type(self).__name__}.save")
         for name, parameter in self.named_parameters():
             if name in state and parameter.shape != state[name].shape:
                 parameter.data = torch.empty_like(state[name])  # e.g. a fitted per-neuron value
@@ -348,17 +363,19 @@ class BaseModel(MessagePassing):
 
 
 def check_graph(edge_index: torch.Tensor, W0: torch.Tensor, num_nodes: int | None) -> None:
-    """Raises ValueError for an ill-shaped graph, non-finite weights or self-loops."""
+    """Raises an InputError for an ill-shaped graph, non-finite weights or self-loops."""
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index must have shape [2, E], got {list(edge_index.shape)}")
+        raise InputError("edge_index", f"shape {list(edge_index.shape)} is not [2, E]",
+                         "[2, E]: presynaptic neurons in row 0, postsynaptic in row 1")
     if W0.dim() != 1 or W0.shape[0] != edge_index.shape[1]:
-        raise ValueError(f"W0 must have shape [E] = [{edge_index.shape[1]}] (one weight per "
-                         f"edge), got {list(W0.shape)}")
+        raise InputError("W0", f"shape {list(W0.shape)} does not match {edge_index.shape[1]} "
+                         f"edges", f"[E] = [{edge_index.shape[1]}], one weight per edge")
     if not torch.isfinite(W0).all():
-        raise ValueError("W0 contains NaN or infinite weights")
+        raise InputError("W0", "holds NaN or infinite weights", "finite weights")
     if num_nodes is not None and edge_index.numel() and int(edge_index.max()) >= num_nodes:
-        raise ValueError(f"edge_index refers to neuron {int(edge_index.max())} but num_nodes "
-                         f"is {num_nodes}")
+        raise InputError("edge_index", f"refers to neuron {int(edge_index.max())} of a "
+                         f"{num_nodes}-neuron graph", f"neurons 0 … {num_nodes - 1}")
     if (edge_index[0] == edge_index[1]).any():
-        raise ValueError("the graph has self-loops (edges i→i); self-coupling is the model's "
-                         "refractory kernel: drop the diagonal of W0")
+        raise InputError("edge_index", "the graph has self-loops (edges i→i)",
+                         "no self-loops: self-coupling is the model's refractory kernel, so "
+                         "drop the diagonal of W0")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from spikefit.models.base_model import BaseModel
+from spikefit.checks import InputError, field_name, satisfies
+from spikefit.models.base_model import BaseModel, whole_steps
 
 
 class BernoulliGLM(BaseModel):
@@ -25,14 +28,15 @@ class BernoulliGLM(BaseModel):
 
     Args:
         theta: threshold θ (tunable).
-        dt: step Δt in ms; must keep p ≤ 1, i.e. Δt ≤ 1.
-        coupling_window: c_w, in steps.
-        alpha: coupling decay rate α in 1/ms (tunable).
-        abs_ref_scale: absolute refractory period A, in steps.
+        dt: step Δt in (0, 1] ms, which keeps p ≤ 1.
+        coupling_window: c_w, a whole number of steps ≥ 0.
+        alpha: coupling decay rate α in 1/ms (tunable; its sign is ignored).
+        abs_ref_scale: absolute refractory period A, a whole number of steps ≥ 0.
         abs_ref_strength: input a during the absolute refractory period.
-        rel_ref_scale: relative refractory period R, in steps.
+        rel_ref_scale: relative refractory period R, a whole number of steps ≥ 0
+            (c_w or A + R ≥ 1).
         rel_ref_strength: initial input ρ of the relative refractory period (tunable).
-        beta: refractory decay rate β in 1/ms (tunable).
+        beta: refractory decay rate β in 1/ms (tunable; its sign is ignored).
         r: recurrence scale (tunable).
         rng: generator for the Bernoulli draws.
     """
@@ -42,22 +46,19 @@ class BernoulliGLM(BaseModel):
                  rel_ref_strength: float, beta: float, r: float,
                  rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
-        if not 0 < dt <= 1:
-            raise ValueError(f"BernoulliGLM: dt = {dt} ms gives p = sigmoid(g - theta)·dt "
-                             f"above 1; dt must be in (0, 1] ms")
-        for name, value in (("coupling_window", coupling_window),
-                            ("abs_ref_scale", abs_ref_scale), ("rel_ref_scale", rel_ref_scale)):
-            if int(value) != value or value < 0:
-                raise ValueError(f"BernoulliGLM: {name} must be a whole number of steps ≥ 0, "
-                                 f"got {value}")
-        window = max(coupling_window, abs_ref_scale + rel_ref_scale)
+        self._register("dt", dt, check=partial(
+            satisfies, test=lambda values: (values > 0) & (values <= 1),
+            expected="a step in (0, 1] ms, so that p = sigmoid(g - theta)·dt ≤ 1"))
+        self._register("coupling_window", coupling_window, dtype=torch.int64, check=whole_steps)
+        self._register("abs_ref_scale", abs_ref_scale, dtype=torch.int64, check=whole_steps)
+        self._register("rel_ref_scale", rel_ref_scale, dtype=torch.int64, check=whole_steps)
+        window = int(max(self.coupling_window, self.abs_ref_scale + self.rel_ref_scale))
         if window < 1:
-            raise ValueError("BernoulliGLM: coupling_window or the refractory period must be ≥ 1")
+            raise InputError(field_name(self, "coupling_window"),
+                             "0 and no refractory period (abs_ref_scale + rel_ref_scale = 0) "
+                             "leave an empty history window",
+                             "coupling_window ≥ 1 or abs_ref_scale + rel_ref_scale ≥ 1")
         self._register("T", window, dtype=torch.int64)
-        self._register("dt", dt)
-        self._register("coupling_window", coupling_window, dtype=torch.int64)
-        self._register("abs_ref_scale", abs_ref_scale, dtype=torch.int64)
-        self._register("rel_ref_scale", rel_ref_scale, dtype=torch.int64)
         self._register("abs_ref_strength", abs_ref_strength)
         self._register("theta", theta, tunable=True)
         self._register("r", r, tunable=True)

@@ -26,17 +26,20 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from spikefit.checks import InputError
 from spikefit.models.coupling import SpikePropagator
 from spikefit.models.native import logistic_kernel
 
 #: Largest number of (step, trial, neuron) values in one block buffer.
 BLOCK_ELEMENTS = 1 << 22
-#: A neuron emitting more spikes than this in one step means the activity ran away.
-MAX_COUNT_PER_STEP = 1000
+#: A neuron emitting more spikes than this in one step means the activity ran away (at
+#: Δt = 1 ms, 255 kHz; the most a uint8 raster, the default, holds).
+MAX_COUNT_PER_STEP = 255
 
 
-class RunawayActivityError(RuntimeError):
-    """Raised when simulated activity explodes (non-finite input or absurd spike counts)."""
+class RunawayActivityError(InputError):
+    """Raised when simulated activity explodes (non-finite input or absurd spike counts),
+    naming the model's recurrence scale r as the parameter to lower."""
 
 
 @dataclass
@@ -135,6 +138,12 @@ def collect(blocks: Iterator[SpikeBlock], n_neurons: int, n_steps: int, n_trials
             continue
         if raster is None:
             raster = torch.zeros(n_neurons, n_steps, n_trials, dtype=dtype, device=steps.device)
+            largest = 1 if dtype == torch.bool else (
+                torch.iinfo(dtype).max if not dtype.is_floating_point else None)
+        if largest is not None and len(block.counts) and int(block.counts.max()) > largest:
+            raise InputError("store_as_dtype", f"{dtype} cannot hold a count of "
+                             f"{int(block.counts.max())} spikes in one step",
+                             "a wider dtype (e.g. torch.int32) or as_events=True")
         raster.view(-1)[(neurons * n_steps + steps) * n_trials + trials] = block.counts.to(dtype)
     if as_events:
         steps, neurons, trials, counts = (torch.cat(column) for column in zip(*parts, strict=True))
@@ -164,13 +173,15 @@ def _drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Ten
     return drive + model.stimulus_block(times, shape[2]).unsqueeze(1)
 
 
-def _check(spikes: SpikeBlock, latest: torch.Tensor, start: int) -> None:
+def _check(model, spikes: SpikeBlock, latest: torch.Tensor, start: int) -> None:
     """Raises if ``latest`` (input or hazard state) is non-finite or a count is absurd."""
     if (not torch.isfinite(latest).all()
             or len(spikes.counts) and spikes.counts.max() > MAX_COUNT_PER_STEP):
         raise RunawayActivityError(
-            f"activity exploded in the steps from {start} on (non-finite input or more than "
-            f"{MAX_COUNT_PER_STEP} spikes per neuron per step): lower r, b or the stimulus")
+            f"{type(model).__name__}.r", f"runaway activity: the rates exploded "
+            f"{'during equilibration' if start < 0 else f'from step {start} on'} (non-finite "
+            f"input or more than {MAX_COUNT_PER_STEP} spikes per neuron per step)",
+            "a stable network: lower r, b or the stimulus strength")
 
 
 def _compiled_loop(model, device: torch.device) -> tuple[Callable, torch.Tensor, float] | None:
@@ -263,7 +274,7 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
                     active = counts.nonzero().squeeze(1)
                     deliver(step, active, counts[active])
             spikes = SpikeBlock.from_raster(raster[:length])
-        _check(spikes, remaining if rescaled else future[length - 1], start)
+        _check(model, spikes, remaining if rescaled else future[length - 1], start)
         if compiled is None:
             future[:length] = 0
         pending = future[length:length + window].clone()
@@ -298,7 +309,7 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
             raster[step] = model.emit_spikes(model.non_linearity(g))
             activation = model.update_activation(raster[step], activation)
         spikes = SpikeBlock.from_raster(raster)
-        _check(spikes, activation, start)
+        _check(model, spikes, activation, start)
         bar.update(length)
         if start >= 0:
             yield spikes

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import logging
 import os
 import subprocess
 import sys
@@ -37,8 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 SOURCE = r"""
 #include <algorithm>
@@ -222,7 +219,8 @@ def logistic_kernel() -> Callable | None:
         return kernel
     from torch.utils.cpp_extension import load_inline  # slow to import: only to build
 
-    logger.info("building spikefit's compiled simulation loop (once: a minute)")
+    print(f"spikefit: compiling the simulation loop into {folder} (once per machine and "
+          f"torch version, about a minute)", file=sys.stderr, flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     for extra in ([openmp, []] if openmp else [[]]):
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from spikefit.models.base_model import BaseModel
+from spikefit.checks import positive
+from spikefit.models.base_model import BaseModel, positive_ms, window_steps
 
 
 class PoissonGLM(BaseModel):
@@ -20,11 +21,11 @@ class PoissonGLM(BaseModel):
     integer counts per step.
 
     Args:
-        alpha: rate scale α (μ = Δt/α · e^{βg}) (tunable).
+        alpha: rate scale α > 0 (μ = Δt/α · e^{βg}) (tunable).
         beta: gain β of the exponential (tunable).
-        T: coupling window, in steps.
-        tau: coupling time constant τ_c in ms (tunable).
-        dt: step Δt in ms.
+        T: coupling window, a whole number of steps ≥ 1.
+        tau: coupling time constant τ_c > 0 in ms (tunable).
+        dt: step Δt > 0 in ms.
         r: recurrence scale (tunable).
         b: background input (tunable).
         rng: generator for the Poisson draws.
@@ -33,12 +34,11 @@ class PoissonGLM(BaseModel):
     def __init__(self, alpha: float, beta: float, T: int, tau: float, dt: float, r: float,
                  b: float, rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
-        check_window_and_step("PoissonGLM", T, dt)
-        self._register("T", T, dtype=torch.int64)
-        self._register("dt", dt)
-        self._register("alpha", alpha, tunable=True)
+        self._register("T", T, dtype=torch.int64, check=window_steps)
+        self._register("dt", dt, check=positive_ms)
+        self._register("alpha", alpha, tunable=True, check=positive)
         self._register("beta", beta, tunable=True)
-        self._register("tau", tau, tunable=True)
+        self._register("tau", tau, tunable=True, check=positive_ms)
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 
@@ -55,10 +55,3 @@ class PoissonGLM(BaseModel):
         r""":math:`X \sim \mathrm{Poisson}(\mu)` (integer counts as floats)."""
         return torch.poisson(rates, generator=self._rng)
 
-
-def check_window_and_step(model: str, window: int, dt: float) -> None:
-    """Raises ValueError unless the window is a whole number of steps ≥ 1 and dt > 0."""
-    if int(window) != window or window < 1:
-        raise ValueError(f"{model}: T must be a whole number of steps ≥ 1, got {window}")
-    if not dt > 0:
-        raise ValueError(f"{model}: dt must be > 0 ms, got {dt}")

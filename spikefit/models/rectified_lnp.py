@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from spikefit.models.base_model import BaseModel
-from spikefit.models.poisson_glm import PoissonGLM, check_window_and_step
+from spikefit.checks import non_negative
+from spikefit.models.base_model import BaseModel, positive_ms, window_steps
+from spikefit.models.poisson_glm import PoissonGLM
 
 
 class RectifiedLNP(BaseModel):
@@ -20,11 +21,11 @@ class RectifiedLNP(BaseModel):
     with :math:`c(\tau) = e^{-\tau \Delta t / \tau_c}`, :math:`\tau = 0..T-1`.
 
     Args:
-        lambda_0: response gain λ0 in spikes/ms per unit input (tunable).
+        lambda_0: response gain λ0 ≥ 0 in spikes/ms per unit input (tunable).
         theta: threshold θ (tunable).
-        T: coupling window, in steps.
-        tau: coupling time constant τ_c in ms (tunable).
-        dt: step Δt in ms.
+        T: coupling window, a whole number of steps ≥ 1.
+        tau: coupling time constant τ_c > 0 in ms (tunable).
+        dt: step Δt > 0 in ms.
         r: recurrence scale (tunable).
         b: background input (tunable).
         rng: generator for the Poisson draws.
@@ -33,12 +34,11 @@ class RectifiedLNP(BaseModel):
     def __init__(self, lambda_0: float, theta: float, T: int, tau: float, dt: float, r: float,
                  b: float, rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
-        check_window_and_step("RectifiedLNP", T, dt)
-        self._register("T", T, dtype=torch.int64)
-        self._register("dt", dt)
-        self._register("lambda_0", lambda_0, tunable=True)
+        self._register("T", T, dtype=torch.int64, check=window_steps)
+        self._register("dt", dt, check=positive_ms)
+        self._register("lambda_0", lambda_0, tunable=True, check=non_negative)
         self._register("theta", theta, tunable=True)
-        self._register("tau", tau, tunable=True)
+        self._register("tau", tau, tunable=True, check=positive_ms)
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from spikefit.models.poisson_glm import check_window_and_step
+from spikefit.checks import non_negative
+from spikefit.models.base_model import positive_ms
 from spikefit.models.rectified_lnp import RectifiedLNP
 from spikefit.models.sa_model import SAModel
 
@@ -19,10 +20,10 @@ class RectifiedSAM(SAModel):
         s_i(t+1) &= s_i(t) (1 - \Delta t / \tau) + X_i(t+1) \Delta t
 
     Args:
-        lambda_0: response gain λ0 (tunable).
+        lambda_0: response gain λ0 ≥ 0 in spikes/ms per unit input (tunable).
         theta: threshold θ (tunable).
-        tau: activation time constant τ in ms (tunable).
-        dt: step Δt in ms.
+        tau: activation time constant τ ≥ Δt in ms (tunable).
+        dt: step Δt > 0 in ms.
         r: recurrence scale (tunable).
         b: background input (tunable).
         rng: generator for the Poisson draws.
@@ -31,12 +32,11 @@ class RectifiedSAM(SAModel):
     def __init__(self, lambda_0: float, theta: float, tau: float, dt: float, r: float, b: float,
                  rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
-        check_window_and_step("RectifiedSAM", 1, dt)
         self._register("T", 1, dtype=torch.int64)
-        self._register("dt", dt)
-        self._register("lambda_0", lambda_0, tunable=True)
+        self._register("dt", dt, check=positive_ms)
+        self._register("lambda_0", lambda_0, tunable=True, check=non_negative)
         self._register("theta", theta, tunable=True)
-        self._register("tau", tau, tunable=True)
+        self._register("tau", tau, tunable=True, check=self.check_tau)
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 

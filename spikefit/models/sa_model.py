@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from spikefit.checks import satisfies
 from spikefit.models import engine
 from spikefit.models.base_model import BaseModel
 
@@ -21,6 +22,12 @@ class SAModel(BaseModel):
 
     fast_blocks = staticmethod(engine.activation_blocks)
     reference_blocks = staticmethod(engine.reference_activation_blocks)
+
+    def check_tau(self, field: str, tau: float | torch.Tensor) -> float | torch.Tensor:
+        r"""``tau`` if it is ≥ Δt in ms (compared in Δt's precision; Δt is registered first): a
+        shorter τ makes :math:`1 - \Delta t/\tau < 0`, so the activation decays below zero."""
+        return satisfies(field, tau, lambda values: values.to(self.dt.dtype) >= self.dt,
+                         f"a time constant ≥ dt = {float(self.dt):g} ms, so that 1 - dt/tau ≥ 0")
 
     def update_activation(self, spikes: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         r""":math:`s_i \leftarrow s_i (1 - \Delta t/\tau) + X_i \Delta t`."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
-from spikefit.models.poisson_glm import check_window_and_step
+from spikefit.checks import in_range, non_negative
+from spikefit.models.base_model import positive_ms
 from spikefit.models.sa_model import SAModel
 
 
@@ -25,10 +27,10 @@ class ThresholdSAM(SAModel):
     Args:
         r: recurrence scale (tunable).
         b: background input (tunable).
-        tau: activation time constant τ in ms.
-        dt: step Δt in ms.
-        sigma: standard deviation σ of the noise.
-        rho: probability ρ that a neuron receives noise in a step.
+        tau: activation time constant τ ≥ Δt in ms.
+        dt: step Δt > 0 in ms.
+        sigma: standard deviation σ ≥ 0 of the noise.
+        rho: probability ρ in [0, 1] that a neuron receives noise in a step.
         theta: firing threshold θ.
         rng: generator for the noise.
     """
@@ -36,15 +38,11 @@ class ThresholdSAM(SAModel):
     def __init__(self, r: float, b: float, tau: float, dt: float, sigma: float, rho: float,
                  theta: float, rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
-        check_window_and_step("ThresholdSAM", 1, dt)
-        if sigma < 0 or not 0 <= rho <= 1:
-            raise ValueError(f"ThresholdSAM: sigma must be ≥ 0 and rho in [0, 1], "
-                             f"got sigma={sigma}, rho={rho}")
         self._register("T", 1, dtype=torch.int64)
-        self._register("dt", dt)
-        self._register("tau", tau)
-        self._register("sigma", sigma)
-        self._register("rho", rho)
+        self._register("dt", dt, check=positive_ms)
+        self._register("tau", tau, check=self.check_tau)
+        self._register("sigma", sigma, check=non_negative)
+        self._register("rho", rho, check=partial(in_range, low=0, high=1))
         self._register("theta", theta)
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)

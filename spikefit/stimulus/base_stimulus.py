@@ -1,56 +1,34 @@
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-
-def check_number(
-    name: str, value: float, *, nonnegative: bool = False, positive: bool = False
-) -> float:
-    """Return ``value`` as a float, or raise a ValueError naming ``name`` if it is not
-    finite (or negative / not positive when asked)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive and number <= 0:
-        raise ValueError(f"{name} must be positive, got {number}")
-    if nonnegative and number < 0:
-        raise ValueError(f"{name} must be non-negative, got {number}")
-    return number
-
+from spikefit.checks import InputError, field_name, finite, whole
 
 #: Stimulus masks: one 1-D mask, a [n_networks, N] tensor, or a list of 1-D masks (tensors or
 #: lists of 0/1 values, as written in a YAML config).
 Masks = Tensor | Sequence[Tensor] | Sequence[Sequence[float]]
 
+_MASKS = "a 1-D mask, a [n_networks, N] tensor or a list of non-empty 1-D masks of bool or 0/1"
 
-def _mask_list(stimulus_masks: Masks) -> list[Tensor]:
+
+def _mask_list(field: str, stimulus_masks: Masks) -> list[Tensor]:
+    """The masks as float tensors, one per network; ``field`` names them in errors."""
     if isinstance(stimulus_masks, Tensor):
         if stimulus_masks.dim() not in (1, 2):
-            raise ValueError(
-                "stimulus_masks must be a 1-D mask, a [n_networks, N] tensor or a list of "
-                f"1-D masks, got a tensor of shape {list(stimulus_masks.shape)}"
-            )
+            raise InputError(field, f"a tensor of shape {list(stimulus_masks.shape)}", _MASKS)
         masks = [stimulus_masks] if stimulus_masks.dim() == 1 else list(stimulus_masks)
     else:
         masks = [torch.as_tensor(mask) for mask in stimulus_masks]
     if not masks:
-        raise ValueError("stimulus_masks must hold at least one mask")
+        raise InputError(field, "no masks", _MASKS)
     for i, mask in enumerate(masks):
         if mask.dim() != 1 or mask.numel() == 0:
-            raise ValueError(
-                f"stimulus mask {i} must be a non-empty 1-D tensor, got shape {list(mask.shape)}"
-            )
-    masks = [mask.float() for mask in masks]
-    if not all(bool(mask.isfinite().all()) for mask in masks):
-        raise ValueError("stimulus_masks must hold finite values (bool or 0/1)")
-    return masks
+            raise InputError(field, f"mask {i} has shape {list(mask.shape)}", _MASKS)
+        finite(f"{field}[{i}]", mask)
+    return [mask.float() for mask in masks]
 
 
 class BaseStimulus(nn.Module):
@@ -74,16 +52,15 @@ class BaseStimulus(nn.Module):
 
     def __init__(self, stimulus_masks: Masks, batch_size: int = 1) -> None:
         super().__init__()
-        masks = _mask_list(stimulus_masks)
-        if not 1 <= batch_size <= len(masks):
-            raise ValueError(
-                f"batch_size must be between 1 and the number of networks ({len(masks)}), "
-                f"got {batch_size}"
-            )
-        self.batch_size = int(batch_size)
+        masks = _mask_list(field_name(self, "stimulus_masks"), stimulus_masks)
+        field = field_name(self, "batch_size")
+        self.batch_size = whole(field, batch_size, minimum=1, unit="of networks")
+        if self.batch_size > len(masks):
+            raise InputError(field, f"{self.batch_size} is out of range",
+                             f"a whole number of networks from 1 to {len(masks)}, one mask each")
         self.split_sizes = [
-            sum(mask.numel() for mask in masks[i : i + batch_size])
-            for i in range(0, len(masks), batch_size)
+            sum(mask.numel() for mask in masks[i : i + self.batch_size])
+            for i in range(0, len(masks), self.batch_size)
         ]
         self.register_buffer("concatenated_masks", torch.cat(masks))
         self._idx = 0

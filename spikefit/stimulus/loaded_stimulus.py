@@ -5,27 +5,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from spikefit.datasets.files import load_tensor
+from spikefit.checks import InputError, field_name, finite
+from spikefit.files import load_tensor
 from spikefit.stimulus.base_stimulus import BaseStimulus
 
-_EXPECTED = "a [N, steps] or [N, steps, n_networks] tensor of finite numbers"
+_EXPECTED = "a non-empty [N, steps] or [N, steps, n_networks] tensor of finite numbers"
 
 
-def _load(source: str | Path | Tensor) -> Tensor:
+def _load(field: str, source: str | Path | Tensor) -> Tensor:
+    """The table [N, steps] or [N, steps, n_networks] as floats; errors name ``field`` for a
+    tensor and the file for a path."""
     if isinstance(source, Tensor):
-        name, values = "source", source
+        values = source
     else:
         path = Path(source)
-        name = str(path)
+        field = str(path)
         if path.suffix not in (".pt", ".npy"):
-            raise ValueError(f"{name}: expected a .pt or .npy file holding {_EXPECTED}")
+            raise InputError(field, f"a {path.suffix or 'suffix-less'} file",
+                             f"a .pt or .npy file holding {_EXPECTED}")
         values = load_tensor(path, _EXPECTED)
-    if values.dim() not in (2, 3):
-        raise ValueError(f"{name}: expected {_EXPECTED}")
-    values = values.float()
-    if values.numel() == 0 or not bool(values.isfinite().all()):
-        raise ValueError(f"{name}: expected {_EXPECTED}, got empty or non-finite values")
-    return values
+    if values.dim() not in (2, 3) or values.numel() == 0:
+        raise InputError(field, f"a tensor of shape {list(values.shape)}", _EXPECTED)
+    return finite(field, values.float())
 
 
 class LoadedStimulus(BaseStimulus):
@@ -46,7 +47,7 @@ class LoadedStimulus(BaseStimulus):
     """
 
     def __init__(self, source: str | Path | Tensor, batch_size: int = 1) -> None:
-        values = _load(source)
+        values = _load(field_name(self, "source"), source)
         if values.dim() == 2:
             values = values.unsqueeze(2)
         n_neurons, steps, n_networks = values.shape

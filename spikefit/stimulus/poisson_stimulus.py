@@ -3,7 +3,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
+from spikefit.checks import field_name, non_negative, number, positive, random_generator
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks
 
 
 class PoissonStimulus(BaseStimulus):
@@ -31,7 +32,7 @@ class PoissonStimulus(BaseStimulus):
         start (float, optional): time :math:`t_0` of the first event in steps. (default: :obj:`0`)
         batch_size (int, optional): networks per batch. (default: :obj:`1`)
         rng (torch.Generator, optional): CPU generator to draw the plan from.
-        seed (int, optional): seed of a fresh generator, used when :obj:`rng` is not given.
+        seed (int, optional): seed ≥ 0 of a fresh generator, instead of :obj:`rng`.
     """
 
     def __init__(
@@ -47,17 +48,12 @@ class PoissonStimulus(BaseStimulus):
         seed: int | None = None,
     ) -> None:
         super().__init__(stimulus_masks, batch_size)
-        strength = check_number("strength", strength)
-        mean_interval = check_number("mean_interval", mean_interval, positive=True)
-        duration = check_number("duration", duration, nonnegative=True)
-        tau = check_number("tau", tau, nonnegative=True)
-        start = check_number("start", start)
-        if rng is not None and seed is not None:
-            raise ValueError("pass either rng or seed, not both")
-        if rng is None:
-            rng = torch.Generator()
-            if seed is not None:
-                rng.manual_seed(seed)
+        strength = number(self, "strength", strength)
+        mean_interval = number(self, "mean_interval", mean_interval, positive)
+        duration = number(self, "duration", duration, non_negative)
+        tau = number(self, "tau", tau, non_negative)
+        start = number(self, "start", start)
+        rng = random_generator(field_name(self, "seed"), rng, seed)
 
         self.strength = nn.Parameter(torch.tensor(strength), requires_grad=False)
         self.register_buffer("tau", torch.tensor(tau))

@@ -3,7 +3,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
+from spikefit.checks import non_negative, number, positive
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks
 
 
 class RegularStimulus(BaseStimulus):
@@ -42,13 +43,13 @@ class RegularStimulus(BaseStimulus):
         dt: float = 1.0,
     ) -> None:
         super().__init__(stimulus_masks, batch_size)
-        strength = check_number("strength", strength)
+        strength = number(self, "strength", strength)
         values = {
-            "period": check_number("period", period, positive=True),
-            "tau": check_number("tau", tau, nonnegative=True),
-            "stop": check_number("stop", stop, nonnegative=True),
-            "start": check_number("start", start),
-            "dt": check_number("dt", dt, positive=True),
+            "period": number(self, "period", period, positive),
+            "tau": number(self, "tau", tau, non_negative),
+            "stop": number(self, "stop", stop, non_negative),
+            "start": number(self, "start", start),
+            "dt": number(self, "dt", dt, positive),
         }
         self.strength = nn.Parameter(torch.tensor(strength), requires_grad=False)
         for name, value in values.items():

@@ -5,7 +5,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from spikefit.stimulus.base_stimulus import BaseStimulus, Masks, check_number
+from spikefit.checks import non_negative, number, positive
+from spikefit.stimulus.base_stimulus import BaseStimulus, Masks
 
 
 class SinStimulus(BaseStimulus):
@@ -45,15 +46,15 @@ class SinStimulus(BaseStimulus):
     ) -> None:
         super().__init__(stimulus_masks, batch_size)
         parameters = {
-            "amplitude": check_number("amplitude", amplitude, nonnegative=True),
-            "phase": check_number("phase", phase),
-            "baseline": check_number("baseline", baseline),
+            "amplitude": number(self, "amplitude", amplitude, non_negative),
+            "phase": number(self, "phase", phase),
+            "baseline": number(self, "baseline", baseline),
         }
         buffers = {
-            "period": check_number("period", period, positive=True),
-            "duration": check_number("duration", duration, nonnegative=True),
-            "start": check_number("start", start),
-            "dt": check_number("dt", dt, positive=True),
+            "period": number(self, "period", period, positive),
+            "duration": number(self, "duration", duration, non_negative),
+            "start": number(self, "start", start),
+            "dt": number(self, "dt", dt, positive),
         }
         for name, value in parameters.items():
             self.register_parameter(name, nn.Parameter(torch.tensor(value), requires_grad=False))

@@ -28,7 +28,7 @@ def test_simulate_refuses_to_overwrite_and_rejects_unknown_formats(tmp_path, cap
     assert exit_info.value.code == 2 and "exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--output", str(tmp_path / "b.csv"), "--overwrite", "true"])
-    assert "unknown format '.csv'" in capsys.readouterr().err
+    assert "output: '.csv' is not a choice" in capsys.readouterr().err
 
 
 CONFIGS = __import__("pathlib").Path(__file__).parent.parent / "configs"
@@ -54,3 +54,34 @@ def test_simulate_then_fit_configs_round_trip(tmp_path, monkeypatch):
     newest = max(tmp_path.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     summary = json.loads(newest.read_text())
     assert summary["log_likelihood_per_bin"]["heldout"] < 0 and summary["bits_per_spike"]
+
+
+def test_help_lists_both_commands_and_the_default_tasks_options(capsys):
+    main(["--help"])
+    overview = capsys.readouterr().out
+    assert "usage: python -m spikefit {fit,simulate}" in overview
+    assert "simulate   simulate a model" in overview and "fit        calibrate" in overview
+    main(["fit", "--help"])
+    fit_help = capsys.readouterr().out
+    assert fit_help.startswith("usage: python -m spikefit [options] fit")
+    for option in ("--trainer.max_epochs", "--model.target_rate_hz", "--model.tune",
+                   "--data.n_networks", "--ckpt_path"):
+        assert option in fit_help
+    assert "{fit,validate,test,predict}" not in overview + fit_help
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m spikefit simulate" in capsys.readouterr().out
+
+
+def test_the_tasks_import_from_the_top_level_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, spikefit; assert 'lightning' not in sys.modules; "
+            "from spikefit import RateCalibration, LikelihoodFit, NetworkDataModule, "
+            "SpikeTrainDataModule; from spikefit.tasks import RateCalibration as R; "
+            "assert RateCalibration is R and 'lightning' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

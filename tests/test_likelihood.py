@@ -63,9 +63,10 @@ def test_poisson_log_likelihood_equals_hand_computation(tmp_path):
     model = PoissonGLM(alpha=2.0, beta=0.5, T=1, tau=1.0, dt=1.0, r=1.0, b=0.2)
     # mu = dt/alpha·exp(beta·g); g(t) = b + W0 · X(t-1) with W0: 0 → 1 weight 1, 1 → 0 weight -1
     g = [[0.2, 0.2, 0.2 - 3], [0.2, 0.2 + 2, 0.2]]
+    X = counts.tolist()  # plain floats: the hand computation owes nothing to torch
     expected = sum(
-        counts[i, t] * math.log(0.5 * math.exp(0.5 * g[i][t])) - 0.5 * math.exp(0.5 * g[i][t])
-        - math.lgamma(counts[i, t] + 1) for i in range(2) for t in range(3))
+        X[i][t] * math.log(0.5 * math.exp(0.5 * g[i][t])) - 0.5 * math.exp(0.5 * g[i][t])
+        - math.lgamma(X[i][t] + 1) for i in range(2) for t in range(3))
     task = LikelihoodFit(model, fit=["b"], coupling="fixed")
     data = SpikeTrainDataModule(spikes=counts, network=torch.tensor([[0.0, 1.0], [-1.0, 0.0]]),
                                 heldout_fraction=0)
@@ -244,7 +245,7 @@ def test_newton_rejects_fits_without_per_neuron_linear_blocks(tmp_path):
         (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), fit=["theta"], solver=Newton()),
          "would be shared by all neurons"),
         (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
-                       regularizer=L1(1e-3), solver=Newton()), "L1 penalty"),
+                       regularizer=L1(1e-3), solver=Newton()), "L1 has no second derivative"),
         (LikelihoodFit(poisson, per_neuron=["beta"], coupling="none", solver=Newton()),
          "'beta' does not shift the input"),
     ]
@@ -298,16 +299,16 @@ def test_reads_recordings_from_files(tmp_path):
 
 def test_bad_input_raises_clear_errors(tmp_path):
     glm = BernoulliGLM(**SEED_INTRODUCTION)
-    with pytest.raises(ValueError, match="not among the parameters"):
+    with pytest.raises(ValueError, match=r"^LikelihoodFit\.fit: \['lambda_0'\] are not "):
         LikelihoodFit(glm, fit=["lambda_0"])
     with pytest.raises(ValueError, match="ThresholdSAM has no likelihood"):
         LikelihoodFit(ThresholdSAM(r=0.025, b=0.001, tau=10, dt=0.1, sigma=0.3, rho=0.07,
                                    theta=0.001378), fit=["b"])
-    with pytest.raises(ValueError, match="coupling must be one of"):
+    with pytest.raises(ValueError, match="coupling: 'all' is not a choice"):
         LikelihoodFit(glm, coupling="all")
     with pytest.raises(ValueError, match="only r·W is identifiable"):
         LikelihoodFit(glm, fit=["r"], coupling="dense")
-    with pytest.raises(ValueError, match="data.network has 2 neurons but the recording has 3"):
+    with pytest.raises(ValueError, match="network: 2 neurons for a recording of 3 units"):
         SpikeTrainDataModule(spikes=torch.zeros(3, 10), network=TINY_W0).setup()
     with pytest.raises(ValueError, match="exactly one of path"):
         SpikeTrainDataModule()
@@ -318,15 +319,15 @@ def test_bad_input_raises_clear_errors(tmp_path):
         (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), fit=["theta"]), TINY_X * 2,
          "at most 1"),
         (LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION | dict(dt=0.5)), fit=["theta"]),
-         TINY_X, "model's dt is 0.5 ms"),
+         TINY_X, "differs from the model's dt, 0.5 ms"),
     ]
     for task, spikes, message in bad_fits:
         with pytest.raises(ValueError, match=message):
             trainer(tmp_path).fit(task, SpikeTrainDataModule(spikes=spikes, heldout_fraction=0))
-    with pytest.raises(ValueError, match="set data.chunks_per_batch to null"):
+    with pytest.raises(ValueError, match=r"chunks_per_batch: .* \(expected null"):
         trainer(tmp_path).fit(LikelihoodFit(glm, fit=["theta"], coupling="none"),
                               SpikeTrainDataModule(spikes=TINY_X, chunks_per_batch=1))
     exploding = PoissonGLM(alpha=1.0, beta=1e4, T=2, tau=1.0, dt=1.0, r=1.0, b=1.0)
-    with pytest.raises(FloatingPointError, match="negative log-likelihood became"):
+    with pytest.raises(ValueError, match="negative log-likelihood became"):
         trainer(tmp_path).fit(LikelihoodFit(exploding, fit=["b"], coupling="none"),
                               SpikeTrainDataModule(spikes=TINY_X, heldout_fraction=0))

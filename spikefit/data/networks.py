@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 from jsonargparse import lazy_instance
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from spikefit.checks import whole
 from spikefit.datasets import ConnectivityDataset, ConnectivityGenerator, NormalGenerator
 
 #: The seed introduction's networks: 50 neurons, Dale's law, N(0, 5²/50) weights.
@@ -33,9 +32,9 @@ class NetworkDataModule(L.LightningDataModule):
     def __init__(self, generator: ConnectivityGenerator = DEFAULT_GENERATOR,
                  n_networks: int = 10, root: str | None = None, batch_size: int = 10) -> None:
         super().__init__()
-        if n_networks < 1 or batch_size < 1:
-            raise ValueError(f"data.n_networks and data.batch_size must be ≥ 1, got "
-                             f"{n_networks} and {batch_size}")
+        owner = type(self).__name__
+        whole(f"{owner}.n_networks", n_networks, 1)
+        whole(f"{owner}.batch_size", batch_size, 1)
         self.generator = generator
         self.n_networks = n_networks
         self.root = root
@@ -46,9 +45,6 @@ class NetworkDataModule(L.LightningDataModule):
         if self.networks:
             return
         if self.root is not None:
-            if not Path(self.root).is_dir():
-                raise FileNotFoundError(f"data.root: {self.root} is not a folder of "
-                                        f"connectivity matrices (.pt/.npy)")
             self.networks = list(ConnectivityDataset(self.root))
         else:
             self.networks = self.generator.generate(self.n_networks)

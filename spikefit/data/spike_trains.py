@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Data
 
+from spikefit.checks import InputError, in_range, non_negative, positive, whole
 from spikefit.datasets import dense_to_graph
-from spikefit.datasets.files import load_tensor
+from spikefit.files import load_tensor
 from spikefit.io import Recording, read_recording
 from spikefit.io.recording import check_counts
 
@@ -88,14 +89,20 @@ class SpikeTrainDataModule(L.LightningDataModule):
                  heldout_fraction: float = 0.2, chunk_bins: int = 20_000,
                  chunks_per_batch: int | None = None, history_bins: int | None = None) -> None:
         super().__init__()
+        owner = self.owner = type(self).__name__
         if (path is None) == (spikes is None):
-            raise ValueError("data: give exactly one of path (a recording file or folder) "
-                             "and spikes (a [N, T] raster or a Recording)")
-        if not 0 <= heldout_fraction < 1:
-            raise ValueError(f"data.heldout_fraction must lie in [0, 1), got {heldout_fraction}")
-        if chunk_bins < 1 or (chunks_per_batch is not None and chunks_per_batch < 1):
-            raise ValueError(f"data.chunk_bins and data.chunks_per_batch must be ≥ 1, got "
-                             f"{chunk_bins} and {chunks_per_batch}")
+            raise InputError(f"{owner}.path", "give exactly one of path and spikes",
+                             "path (a recording file or folder) or spikes (a [N, T] raster "
+                             "or a Recording)")
+        positive(f"{owner}.dt_ms", dt_ms, "ms")
+        if min_rate_hz is not None:
+            non_negative(f"{owner}.min_rate_hz", min_rate_hz, "Hz")
+        in_range(f"{owner}.heldout_fraction", heldout_fraction, 0, 1, high_open=True)
+        whole(f"{owner}.chunk_bins", chunk_bins, 1)
+        if chunks_per_batch is not None:
+            whole(f"{owner}.chunks_per_batch", chunks_per_batch, 1)
+        if history_bins is not None:
+            whole(f"{owner}.history_bins", history_bins, 0)
         self.save_hyperparameters(ignore=["spikes", "network"])
         self.source = spikes
         self.network_source = network
@@ -117,33 +124,32 @@ class SpikeTrainDataModule(L.LightningDataModule):
             check_counts(raster.numpy(), "data.spikes")
             recording = Recording(raster, hp.dt_ms, list(range(len(raster))))
         if not math.isclose(recording.dt, hp.dt_ms):
-            raise ValueError(f"data: the recording is binned at {recording.dt:g} ms but "
-                             f"dt_ms is {hp.dt_ms:g} ms")
+            raise InputError(f"{self.owner}.dt_ms", f"{hp.dt_ms:g} ms differs from the "
+                             f"recording's bins of {recording.dt:g} ms", "the recording's bin")
         self.recording = recording
-        self.network = self._load_network(self.network_source)
+        self.network = self._load_network(self.network_source, f"{self.owner}.network")
         if self.network is not None and self.network.num_nodes != self.n_neurons:
-            raise ValueError(f"data.network has {self.network.num_nodes} neurons but the "
-                             f"recording has {self.n_neurons} units; give the [N, N] matrix "
-                             f"of the recorded units")
+            raise InputError(f"{self.owner}.network", f"{self.network.num_nodes} neurons for a "
+                             f"recording of {self.n_neurons} units",
+                             "the [N, N] matrix of the recorded units")
         if hp.heldout_fraction > 0 and self.n_train_bins in (0, self.recording.n_bins):
-            raise ValueError(f"data.heldout_fraction={hp.heldout_fraction} of "
-                             f"{self.recording.n_bins} bins leaves no training or held-out bin")
+            raise InputError(f"{self.owner}.heldout_fraction", f"{hp.heldout_fraction} of "
+                             f"{self.recording.n_bins} bins leaves no training or held-out bin",
+                             "a fraction that leaves bins on both sides")
 
     @staticmethod
-    def _load_network(network: str | torch.Tensor | Data | None) -> Data | None:
+    def _load_network(network: str | torch.Tensor | Data | None, field: str) -> Data | None:
+        """The known network as a graph; errors name the file, or ``field``."""
         if network is None or isinstance(network, Data):
             return network
         if isinstance(network, str | Path):
-            path = Path(network)
-            if not path.is_file():
-                raise FileNotFoundError(f"data.network: {path}: no such file (expected a "
-                                        f".pt or .npy [N, N] connectivity matrix)")
-            network = load_tensor(path, "a dense [N, N] connectivity matrix")
+            field = str(network)
+            network = load_tensor(Path(network), "a dense [N, N] connectivity matrix")
         if network.dim() != 2 or network.shape[0] != network.shape[1]:
-            raise ValueError(f"data.network must be a square [N, N] matrix indexed [pre, post], "
-                             f"got shape {list(network.shape)}")
+            raise InputError(field, f"shape {list(network.shape)} is not square",
+                             "a [N, N] matrix indexed [pre, post]")
         if not torch.isfinite(network).all():
-            raise ValueError("data.network holds NaN or infinite weights")
+            raise InputError(field, "holds NaN or infinite weights", "finite weights")
         return dense_to_graph(network.float().fill_diagonal_(0))
 
     # ------------------------------------------------------------------ facts for the task

@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from spikefit.checks import InputError
+from spikefit.files import load_tensor
+
 from .recording import EDGE_TOL, Recording, bin_spike_times, check_counts, check_dt, format_ids
 
 PathLike = str | os.PathLike[str]
@@ -32,6 +35,8 @@ def _naming(source: Path) -> Iterator[None]:
     """Prefix the message of any ValueError raised inside with ``source``."""
     try:
         yield
+    except InputError:  # names its file already
+        raise
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from err
 
@@ -39,14 +44,14 @@ def _naming(source: Path) -> Iterator[None]:
 def _existing_file(path: PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: no such file (expected an existing file)")
     return path
 
 
 def _load_npy(path: Path) -> np.ndarray:
     """Load a .npy array (no pickles); a missing or unreadable file names ``path``."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: no such file (expected an existing .npy file)")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as err:
@@ -172,14 +177,7 @@ def read_raster(
         if path.suffix == ".npy":
             counts = _load_npy(path)
         elif path.suffix == ".pt":
-            try:
-                loaded = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise ValueError(f"cannot read as a torch tensor file ({err})") from err
-            if not isinstance(loaded, torch.Tensor):
-                raise ValueError(
-                    f"holds a {type(loaded).__name__} (expected a [N, T] tensor of spike counts)"
-                )
+            loaded = load_tensor(path, "a [N, T] tensor of spike counts")
             counts = (loaded.float() if loaded.is_floating_point() else loaded).numpy()
         else:
             raise ValueError("unknown raster suffix (expected .npy or .pt)")
@@ -469,7 +467,8 @@ def read_recording(path: PathLike, dt_ms: float, **selection: Any) -> Recording:
     if path.is_dir():
         return read_phy(path, dt_ms, **selection)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise FileNotFoundError(f"{path}: no such file or folder (expected a phy folder, .npz "
+                                "spike times, .nwb, or a .npy/.pt raster)")
     readers = {
         ".npz": read_spike_times,
         ".nwb": read_nwb,

@@ -15,10 +15,12 @@ import torch
 from jsonargparse import lazy_instance
 from torch_geometric.data import Data
 
+from spikefit.checks import InputError, in_range, non_negative, one_of, positive, whole
 from spikefit.models import BaseModel, BernoulliGLM
 from spikefit.stimulus import BaseStimulus
+from spikefit.tasks.checkpoints import match_state, stamp
 from spikefit.tasks.gauss_newton import GaussNewton, Linearization
-from spikefit.tasks.targets import RateTarget, build_targets, check_rate
+from spikefit.tasks.targets import RateTarget, build_targets, check_populations
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -151,24 +153,27 @@ class RateCalibration(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "stimulus"])
         self.automatic_optimization = False
-        check_settings(self.hparams)
+        owner = self.owner = type(self).__name__
+        check_settings(owner, self.hparams)
         tune = tune if tune is not None else ["theta"]
         rates = {"target_rate_hz": target_rate_hz, "stimulated_rate_hz": stimulated_rate_hz,
                  **{f"population_rates_hz.{k}": v for k, v in (population_rates_hz or {}).items()},
                  **{f"neuron_rates_hz[{i}]": v for i, v in enumerate(neuron_rates_hz or [])}}
         for name, value in rates.items():
             if value is not None:
-                check_rate(name, value)
+                positive(f"{owner}.{name}", value, "Hz")
+        check_populations(owner, population_rates_hz, populations)
         if stimulus is not None:
             model.add_stimulus(stimulus)
         available = model.tunable_parameters
         unknown = [name for name in tune if name not in available]
         if unknown or not tune:
-            raise ValueError(f"tune: {unknown or tune} not among the parameters of "
-                             f"{type(model).__name__}: {sorted(available)}")
+            raise InputError(f"{owner}.tune", f"{unknown or tune} are not parameters of "
+                             f"{type(model).__name__}", f"names among {sorted(available)}")
         not_tuned = sorted(set(per_neuron or []) - set(tune))
         if not_tuned:
-            raise ValueError(f"per_neuron: {not_tuned} must also be listed in tune")
+            raise InputError(f"{owner}.per_neuron", f"{not_tuned} are not tuned",
+                             "parameters also listed in tune")
         self.model = model
         self.model.requires_grad_(False)
         for name in tune:
@@ -188,8 +193,9 @@ class RateCalibration(L.LightningModule):
     # ------------------------------------------------------------------ simulation
     def setup(self, stage: str) -> None:
         if self.hparams.per_neuron and self.trainer.world_size > 1:
-            raise ValueError("per_neuron parameters belong to one batch of networks; they "
-                             "cannot be shared across processes (use one device)")
+            raise InputError(f"{self.owner}.per_neuron", "per-neuron parameters belong to one "
+                             "batch of networks and cannot be shared across processes",
+                             "one device (trainer.devices 1)")
 
     def prepare(self, batch: Data, batch_idx: int) -> None:
         """Per-neuron parameters take the batch's size; the stimulus its batch of masks."""
@@ -198,9 +204,10 @@ class RateCalibration(L.LightningModule):
             if parameter.dim() == 0:
                 parameter.data = parameter.data.expand(batch.num_nodes).clone()
             elif parameter.shape[0] != batch.num_nodes:
-                raise ValueError(f"per-neuron '{name}' has {parameter.shape[0]} values but the "
-                                 f"batch has {batch.num_nodes} neurons: every batch must hold "
-                                 f"the same networks (one batch of all networks)")
+                raise InputError(f"{self.owner}.per_neuron", f"'{name}' has "
+                                 f"{parameter.shape[0]} values but the batch has "
+                                 f"{batch.num_nodes} neurons", "one batch of all networks "
+                                 "(data.batch_size = data.n_networks)")
         stimulus = self.model.stimulus
         if isinstance(stimulus, BaseStimulus):
             stimulus.set_batch(batch_idx % stimulus.n_batches)
@@ -226,7 +233,8 @@ class RateCalibration(L.LightningModule):
             on = self.model.stimulus_block(times, batch.num_nodes) != 0
         hp = self.hparams
         return build_targets(batch, on, hp.target_rate_hz, hp.population_rates_hz,
-                             hp.populations, hp.neuron_rates_hz, hp.stimulated_rate_hz)
+                             hp.populations, hp.neuron_rates_hz, hp.stimulated_rate_hz,
+                             self.owner)
 
     def rate_hz(self, counts: torch.Tensor) -> torch.Tensor:
         """Spikes per step → Hz."""
@@ -403,18 +411,23 @@ class RateCalibration(L.LightningModule):
         if not torch.allclose(exact, diagonal, rtol=1e-3, atol=1e-4 * float(
                 diagonal.abs().max()) + 1e-12):
             names = [n for n in self.tuned if n in (self.hparams.per_neuron or [])]
-            raise ValueError(f"per_neuron: {names} reach other neurons' rates under teacher "
-                             f"forcing in {type(self.model).__name__}, so the Gauss–Newton "
-                             f"solver's diagonal Jacobian does not hold: use solver: adam")
+            raise InputError(f"{self.owner}.per_neuron", f"{names} reach other neurons' rates "
+                             f"under teacher forcing in {type(self.model).__name__}, so the "
+                             f"Gauss–Newton solver's diagonal Jacobian does not hold",
+                             "solver: adam for these parameters")
         self.locality_checked = True
 
     def check_finite(self, trial_errors: torch.Tensor) -> torch.Tensor:
-        """``trial_errors``, or a FloatingPointError if one is not finite."""
+        """``trial_errors``, or an InputError naming the model if one is not finite."""
         if not torch.isfinite(trial_errors).all():
             loss = trial_errors.square().mean()
-            raise FloatingPointError(f"the calibration loss became {loss.item()} at step "
-                                     f"{self.global_step}: check the model and its parameters"
-                                     f" (or lower lr)")
+            values = ", ".join(f"{name} = {self.model.get_parameter(name).mean().item():.4g}"
+                               for name in self.tuned)
+            raise InputError(f"{self.owner}.model", f"the calibration loss became "
+                             f"{loss.item()} at step {self.global_step} ({values})",
+                             "finite expected rates: start the tuned parameters nearer the "
+                             "target" + (", or lower lr" if self.hparams.solver == "adam"
+                                         else ""))
         return trial_errors
 
     def record(self, targets: list[RateTarget], errors: Errors) -> None:
@@ -496,6 +509,20 @@ class RateCalibration(L.LightningModule):
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        stamp(checkpoint, self, prior=self.prior, within_tolerance=self.within_tolerance,
+              locality_checked=self.locality_checked)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Per-neuron parameters take their checkpointed size, and the solver's state (the
+        variance prior, whether the last step was within tolerance) carries on, so a resumed
+        run ends where an uninterrupted one does."""
+        resizable = [f"model.{name}" for name in self.hparams.per_neuron or []]
+        state = match_state(self, checkpoint, resizable)
+        self.prior = state.get("prior")
+        self.within_tolerance = state.get("within_tolerance", False)
+        self.locality_checked = state.get("locality_checked", False)
+
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         parameters = [self.model.get_parameter(name) for name in self.tuned]
         if self.hparams.solver == "gauss_newton":
@@ -523,16 +550,23 @@ class RateCalibration(L.LightningModule):
         }
 
     def figures(self) -> dict[str, plt.Figure]:
-        """Raster (first 100 neurons, first 2,000 validation steps) and rate histogram."""
+        """Raster (at most the first 100 neurons and 2,000 steps of the last validation's
+        first trial) and the histogram of its neurons' rates, titles saying what they show."""
         spikes = self.last_spikes
         dt = float(self.model.dt)
+        steps, neurons = spikes.shape
+        shown_steps, shown = min(steps, 2000), min(neurons, 100)
         raster, axis = plt.subplots(figsize=(8, 4))
-        step, neuron = spikes[:2000, :100].nonzero(as_tuple=True)
+        step, neuron = spikes[:shown_steps, :shown].nonzero(as_tuple=True)
         axis.scatter(step.cpu() * dt, neuron.cpu(), s=1, c="k")
-        axis.set(xlabel="time (ms)", ylabel="neuron", title="validation raster")
+        which = f"all {neurons}" if shown == neurons else f"first {shown} of {neurons}"
+        axis.set(xlabel="time (ms)", ylabel="neuron",
+                 title=f"validation raster: {which} neurons, first {shown_steps * dt:g} of "
+                       f"{steps * dt:g} ms (trial 1)")
         histogram, axis = plt.subplots(figsize=(5, 4))
         axis.hist((spikes.mean(dim=0) / dt * 1000).cpu(), bins=30)
-        axis.set(xlabel="firing rate (Hz)", ylabel="neurons", title="validation rates")
+        axis.set(xlabel="firing rate (Hz)", ylabel="neurons",
+                 title=f"rates of all {neurons} neurons over {steps * dt:g} ms (trial 1)")
         return {"raster": raster, "rate_histogram": histogram}
 
     def on_fit_end(self) -> None:
@@ -613,20 +647,16 @@ def jacobian_vector(probe: torch.Tensor, products: list[torch.Tensor | None],
     return torch.zeros_like(probe) if result is None else result
 
 
-def check_settings(settings: dict) -> None:
-    """Raises a ValueError naming the first out-of-range setting of the calibration."""
-    if settings["solver"] not in SOLVERS:
-        raise ValueError(f"solver must be one of {list(SOLVERS)}, got {settings['solver']!r}")
-    checks = {"window_steps": lambda v: v >= 1, "equilibration_steps": lambda v: v >= 0,
-              "n_trials": lambda v: v >= 1, "max_trials": lambda v: v >= settings["n_trials"],
-              "precision": lambda v: v > 0, "damping": lambda v: v >= 0,
-              "lr": lambda v: v > 0, "lr_decay": lambda v: 0 < v <= 1,
-              "tolerance": lambda v: v > 0, "validation_steps": lambda v: v >= 1,
-              "validation_trials": lambda v: v is None or v >= 1}
-    wanted = {"max_trials": "≥ n_trials", "lr_decay": "in (0, 1]", "damping": "≥ 0",
-              "equilibration_steps": "≥ 0"}
-    for name, check in checks.items():
-        value = settings[name]
-        if not ((value is None or math.isfinite(value)) and check(value)):
-            raise ValueError(f"{name} must be {wanted.get(name, 'positive')} (a finite "
-                             f"number), got {value}")
+def check_settings(owner: str, settings: dict) -> None:
+    """Raises an InputError naming the first out-of-range setting of the calibration."""
+    one_of(f"{owner}.solver", settings["solver"], SOLVERS)
+    for name in ("window_steps", "n_trials", "validation_steps"):
+        whole(f"{owner}.{name}", settings[name], 1, "of steps" if "steps" in name else "")
+    whole(f"{owner}.equilibration_steps", settings["equilibration_steps"], 0, "of steps")
+    whole(f"{owner}.max_trials", settings["max_trials"], settings["n_trials"])
+    if settings["validation_trials"] is not None:
+        whole(f"{owner}.validation_trials", settings["validation_trials"], 1)
+    for name in ("precision", "lr", "tolerance"):
+        positive(f"{owner}.{name}", settings[name])
+    non_negative(f"{owner}.damping", settings["damping"])
+    in_range(f"{owner}.lr_decay", settings["lr_decay"], 0, 1, low_open=True)

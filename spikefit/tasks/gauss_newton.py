@@ -186,7 +186,8 @@ class GaussNewton(torch.optim.Optimizer):
     def _adapt(scale: float, state: dict, residuals: torch.Tensor, noise: float,
                group: dict) -> float:
         """The step scale after comparing the residuals with the last step's (see above)."""
-        previous, predicted = state["residuals"], state["predicted"]
+        # float64 as stored (restoring a checkpoint casts the state to the parameters' dtype)
+        previous, predicted = state["residuals"].double(), state["predicted"].double()
         size = float(predicted @ predicted)
         if scale ** 2 * size > 16 * (noise + state["noise"]):
             response = float((residuals - previous) @ predicted) / (scale * size)

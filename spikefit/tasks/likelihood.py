@@ -21,10 +21,12 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.functional.regression import pearson_corrcoef
 
+from spikefit.checks import InputError, one_of
 from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel
 from spikefit.tasks.calibration import DEFAULT_MODEL
+from spikefit.tasks.checkpoints import match_state, stamp
 from spikefit.tasks.design import LinearDesign
 from spikefit.tasks.observation import Observations, at_spikes, observations_of
 from spikefit.tasks.regularizers import L1, Regularizer
@@ -80,25 +82,28 @@ class LikelihoodFit(L.LightningModule):
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
         self.automatic_optimization = False
         fit, per_neuron = list(fit or []), list(per_neuron or [])
-        if coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+        owner = self.owner = type(self).__name__
+        one_of(f"{owner}.coupling", coupling, COUPLINGS)
         available = model.tunable_parameters
-        unknown = [name for name in fit + per_neuron if name not in available]
-        if unknown:
-            raise ValueError(f"fit/per_neuron: {unknown} not among the parameters of "
-                             f"{type(model).__name__}: {sorted(available)}")
+        for field, names in (("fit", fit), ("per_neuron", per_neuron)):
+            unknown = [name for name in names if name not in available]
+            if unknown:
+                raise InputError(f"{owner}.{field}", f"{unknown} are not parameters of "
+                                 f"{type(model).__name__}", f"names among {sorted(available)}")
         self.fitted = list(dict.fromkeys(fit + per_neuron))
         self.fits_coupling = coupling in ("dense", "graph")
         if self.fits_coupling and "r" in self.fitted:
-            raise ValueError("fit: r scales the coupling weights that coupling="
-                             f"{coupling!r} fits (only r·W is identifiable); fit one of them")
+            raise InputError(f"{owner}.fit", f"r scales the coupling weights that coupling="
+                             f"{coupling!r} fits (only r·W is identifiable)",
+                             "either r or the coupling, not both")
         if refractory_scale and model.self_kernel() is None:
-            raise ValueError(f"refractory_scale: {type(model).__name__} has no self "
-                             f"(refractory) kernel to scale")
+            raise InputError(f"{owner}.refractory_scale", f"{type(model).__name__} has no self "
+                             "(refractory) kernel to scale", "false for this model")
         if not (self.fitted or self.fits_coupling or refractory_scale):
-            raise ValueError("nothing to fit: name parameters in fit/per_neuron, fit the "
-                             "coupling ('dense' or 'graph') or set refractory_scale")
-        self.observation = observation if observation is not None else observations_of(model)
+            raise InputError(f"{owner}.fit", "nothing to fit", "parameters in fit or "
+                             "per_neuron, coupling 'dense' or 'graph', or refractory_scale")
+        self.observation = observation if observation is not None else observations_of(
+            model, f"{owner}.model")
         self.model = model
         self.model.requires_grad_(False)
         self.regularizer = regularizer
@@ -122,15 +127,17 @@ class LikelihoodFit(L.LightningModule):
             return
         data = getattr(self.trainer, "datamodule", None)
         if not isinstance(data, SpikeTrainDataModule):
-            raise ValueError("LikelihoodFit needs a SpikeTrainDataModule (trainer.fit(task, "
-                             "datamodule=SpikeTrainDataModule(...)))")
+            raise InputError("data", f"{type(data).__name__} is not a SpikeTrainDataModule",
+                             "data.class_path: spikefit.data.SpikeTrainDataModule")
         if not math.isclose(data.dt_ms, float(self.model.dt), rel_tol=1e-6):
-            raise ValueError(f"data.dt_ms = {data.dt_ms:g} ms but the model's dt is "
-                             f"{float(self.model.dt):g} ms; bin the recording at the model's step")
+            raise InputError(f"{type(data).__name__}.dt_ms", f"{data.dt_ms:g} ms differs from "
+                             f"the model's dt, {float(self.model.dt):g} ms",
+                             "the recording binned at the model's step")
         if self.solver.full_batch and data.hparams.chunks_per_batch is not None:
-            raise ValueError(f"solver {type(self.solver).__name__} steps on every training bin "
-                             f"at once: set data.chunks_per_batch to null (or use Adam)")
-        self.observation.check(data.spikes)
+            raise InputError(f"{type(data).__name__}.chunks_per_batch", f"solver "
+                             f"{type(self.solver).__name__} steps on every training bin at "
+                             "once", "null (or solver Adam)")
+        self.observation.check(data.spikes, f"{type(data).__name__}.path")
         n = self.n_neurons = data.n_neurons
         for name in self.hparams.per_neuron or []:
             self._expand(name, n)
@@ -154,16 +161,16 @@ class LikelihoodFit(L.LightningModule):
         if value.dim() == 0:
             value = value.expand(n)
         if value.shape != (n,):
-            raise ValueError(f"per_neuron: '{name}' has shape {list(value.shape)}; expected a "
-                             f"scalar or one value per neuron [{n}]")
+            raise InputError(f"{self.owner}.per_neuron", f"'{name}' has shape "
+                             f"{list(value.shape)}", f"a scalar or one value per neuron [{n}]")
         setattr(owner, leaf, nn.Parameter(value.clone()))
 
     def _build_coupling(self, coupling: str, network: Data | None, n: int) -> None:
         """``edge_index`` [2, E] of the coupled pairs and their ``coupling_weights`` [E]: a
         parameter (from 0) when fitted, else a buffer."""
         if coupling in ("graph", "fixed") and network is None:
-            raise ValueError(f"coupling={coupling!r} needs the network: set data.network to "
-                             f"a [N, N] connectivity matrix")
+            raise InputError(f"{self.owner}.coupling", f"{coupling!r} needs the network",
+                             "data.network: a [N, N] connectivity matrix, or coupling dense")
         if coupling == "dense":
             edge_index = (~torch.eye(n, dtype=torch.bool)).nonzero().t()
         elif coupling == "none":
@@ -188,12 +195,13 @@ class LikelihoodFit(L.LightningModule):
         try:
             rates = self.model.non_linearity(self.chunk_input(self.silence(bins)))
         except RuntimeError as error:
-            raise ValueError(f"per_neuron: {self.hparams.per_neuron} cannot all be one value "
-                             f"per neuron in {type(self.model).__name__} ({error})") from None
+            raise InputError(f"{self.owner}.per_neuron", f"{self.hparams.per_neuron} cannot all "
+                             f"be one value per neuron in {type(self.model).__name__} "
+                             f"({error})", "parameters that act on each neuron alone") from None
         if rates.shape != (bins, self.n_neurons):
-            raise ValueError(f"per_neuron: {self.hparams.per_neuron} give rates of shape "
-                             f"{list(rates.shape)}, expected [bins, N] = "
-                             f"{[bins, self.n_neurons]}")
+            raise InputError(f"{self.owner}.per_neuron", f"{self.hparams.per_neuron} give rates "
+                             f"of shape {list(rates.shape)}",
+                             f"[bins, N] = {[bins, self.n_neurons]}")
 
     def _check_blocks(self) -> None:
         """Raises unless every fitted quantity belongs to one neuron and moves its input
@@ -201,11 +209,13 @@ class LikelihoodFit(L.LightningModule):
         name = type(self.solver).__name__
         shared = [p for p in self.fitted if p not in (self.hparams.per_neuron or [])]
         if shared:
-            raise ValueError(f"solver {name} fits per-neuron blocks: {shared} would be shared "
-                             f"by all neurons; list them in per_neuron or use solver LBFGS")
+            raise InputError(f"{self.owner}.fit", f"solver {name} fits per-neuron blocks, and "
+                             f"{shared} would be shared by all neurons",
+                             "them in per_neuron, or solver LBFGS")
         if isinstance(self.regularizer, L1):
-            raise ValueError(f"solver {name} needs a smooth objective: the L1 penalty has no "
-                             f"second derivative at 0; use L2, or solver Adam for L1")
+            raise InputError(f"{self.owner}.regularizer", f"solver {name} needs a smooth "
+                             "objective, and L1 has no second derivative at 0",
+                             "L2, or solver Adam for L1")
         self.offset_signs = [self._offset_sign(p) for p in self.fitted]
 
     def _offset_sign(self, name: str) -> float:
@@ -220,9 +230,9 @@ class LikelihoodFit(L.LightningModule):
         for sign in (1.0, -1.0):
             if torch.allclose(by_parameter, sign * by_input.sum(0), rtol=1e-4, atol=1e-7):
                 return sign
-        raise ValueError(f"solver {type(self.solver).__name__}: per-neuron '{name}' does not "
-                         f"shift the input of the non-linearity (as θ or b do), so it is not "
-                         f"linear in the input; fit it with solver LBFGS")
+        raise InputError(f"{self.owner}.per_neuron", f"solver {type(self.solver).__name__} "
+                         f"needs offsets, and '{name}' does not shift the input of the "
+                         f"non-linearity (as θ or b do)", "solver LBFGS for it")
 
     # ------------------------------------------------------------------ the likelihood
     def coupling_matrix(self) -> torch.Tensor:
@@ -311,10 +321,10 @@ class LikelihoodFit(L.LightningModule):
                     self.manual_backward((link * by_link).sum() * weight + penalty)
             objective = strategy.reduce(total, reduce_op="mean")
             if not torch.isfinite(objective):
-                raise FloatingPointError(
-                    f"the negative log-likelihood became {objective.item()} at step "
-                    f"{self.global_step}: check the starting parameters, the observation "
-                    f"floor or the learning rate")
+                raise InputError(
+                    f"{self.owner}.model", f"the negative log-likelihood became "
+                    f"{objective.item()} at step {self.global_step}", "finite rates: other "
+                    "starting parameters, a larger observation floor or a lower lr")
             return objective
 
         def closure() -> torch.Tensor:
@@ -490,6 +500,12 @@ class LikelihoodFit(L.LightningModule):
         return self.coupling_weights.detach(), self.true_W0[pre, post]
 
     # ------------------------------------------------------------------ report
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        stamp(checkpoint, self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_state(self, checkpoint)
+
     def on_fit_start(self) -> None:
         self.started = time.perf_counter()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from spikefit.checks import InputError, in_range
 from spikefit.models import BaseModel, BernoulliGLM, PoissonGLM
 
 
@@ -29,9 +30,8 @@ class Observations:
     name = ""
 
     def __init__(self, floor: float = 1e-8) -> None:
-        if not 0 < floor < 1:
-            raise ValueError(f"floor must lie in (0, 1), got {floor}")
-        self.floor = floor
+        self.floor = in_range(f"{type(self).__name__}.floor", floor, 0, 1, low_open=True,
+                              high_open=True)
 
     def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
         """Total log P(X | rate) over all elements of ``spikes`` [S, N] (dense or sparse COO)
@@ -61,8 +61,9 @@ class Observations:
         the derivatives are -1 and 0."""
         raise NotImplementedError
 
-    def check(self, spikes: torch.Tensor) -> None:
-        """Raises ValueError if ``spikes`` cannot come from this distribution."""
+    def check(self, spikes: torch.Tensor, field: str) -> None:
+        """Raises an InputError naming ``field`` (the recording) if ``spikes`` cannot come
+        from this distribution."""
 
 
 class BernoulliObservations(Observations):
@@ -102,12 +103,12 @@ class BernoulliObservations(Observations):
         excess = torch.expm1(h)
         return 1 / excess, -1 / (excess * -torch.expm1(-h))
 
-    def check(self, spikes: torch.Tensor) -> None:
+    def check(self, spikes: torch.Tensor, field: str) -> None:
         most = float(spikes.max())
         if most > 1:
-            raise ValueError(f"the recording holds up to {most:g} spikes in one bin but the "
-                             f"Bernoulli observation model allows at most 1: bin it at a finer "
-                             f"dt_ms or fit a Poisson model")
+            raise InputError(field, f"the recording holds up to {most:g} spikes in one bin, "
+                             "more than a Bernoulli observation allows", "at most 1 spike per "
+                             "bin: bin at a finer dt_ms or fit a Poisson model")
 
 
 class PoissonObservations(Observations):
@@ -129,20 +130,21 @@ class PoissonObservations(Observations):
         return counts / rate - 1, -counts / rate.square()
 
 
-def observations_of(model: BaseModel) -> Observations:
+def observations_of(model: BaseModel, field: str) -> Observations:
     """The observation model matching ``model``'s spike emission: Bernoulli for BernoulliGLM,
     Poisson for the Poisson emitters (PoissonGLM, RectifiedLNP, RectifiedSAM).
 
-    Raises ValueError for a model whose emission has no likelihood (ThresholdSAM) or is not
-    a built-in one (then pass the observation model explicitly).
+    Raises an InputError naming ``field`` (the model) for a model whose emission has no
+    likelihood (ThresholdSAM) or is not a built-in one (then pass the observation model
+    explicitly).
     """
     emit = type(model).emit_spikes
     if emit is BernoulliGLM.emit_spikes:
         return BernoulliObservations()
     if emit is PoissonGLM.emit_spikes:
         return PoissonObservations()
-    raise ValueError(
-        f"model: {type(model).__name__} has no likelihood spikefit knows (its emit_spikes is "
+    raise InputError(
+        field, f"{type(model).__name__} has no likelihood spikefit knows (its emit_spikes is "
         f"neither the Bernoulli of BernoulliGLM nor the Poisson of PoissonGLM, RectifiedLNP "
-        f"and RectifiedSAM; ThresholdSAM's threshold emission is deterministic); fit one of "
-        f"those, or pass observation=BernoulliObservations() or PoissonObservations()")
+        f"and RectifiedSAM; ThresholdSAM's threshold emission is deterministic)",
+        "one of those models, or observation: BernoulliObservations or PoissonObservations")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from spikefit.checks import non_negative
 
 
 class Regularizer:
@@ -17,9 +17,7 @@ class Regularizer:
     """
 
     def __init__(self, strength: float) -> None:
-        if not (math.isfinite(strength) and strength >= 0):
-            raise ValueError(f"strength must be a finite number ≥ 0, got {strength}")
-        self.strength = strength
+        self.strength = non_negative(f"{type(self).__name__}.strength", strength)
 
     def __call__(self, weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

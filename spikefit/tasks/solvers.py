@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from spikefit.checks import positive, whole
+
 
 @dataclass
 class NewtonSystem:
@@ -53,7 +55,7 @@ class Adam(Solver):
     """
 
     def __init__(self, lr: float = 0.01) -> None:
-        self.lr = lr
+        self.lr = positive(f"{type(self).__name__}.lr", lr)
 
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=self.lr)
@@ -78,10 +80,11 @@ class LBFGS(Solver):
 
     def __init__(self, max_iter: int = 100, history_size: int = 20,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-8) -> None:
-        self.max_iter = max_iter
-        self.history_size = history_size
-        self.tolerance_grad = tolerance_grad
-        self.tolerance_change = tolerance_change
+        owner = type(self).__name__
+        self.max_iter = whole(f"{owner}.max_iter", max_iter, 1)
+        self.history_size = whole(f"{owner}.history_size", history_size, 1)
+        self.tolerance_grad = positive(f"{owner}.tolerance_grad", tolerance_grad)
+        self.tolerance_change = positive(f"{owner}.tolerance_change", tolerance_change)
 
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(parameters, max_iter=self.max_iter,
@@ -128,9 +131,10 @@ class Newton(Solver):
 
     def __init__(self, max_iter: int = 50, tolerance: float = 1e-10,
                  max_pairs: int = 50_000_000) -> None:
-        self.max_iter = max_iter
-        self.tolerance = tolerance
-        self.max_pairs = max_pairs
+        owner = type(self).__name__
+        self.max_iter = whole(f"{owner}.max_iter", max_iter, 1)
+        self.tolerance = positive(f"{owner}.tolerance", tolerance)
+        self.max_pairs = whole(f"{owner}.max_pairs", max_pairs, 1)
 
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, lr=1.0)

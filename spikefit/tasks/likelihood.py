@@ -580,12 +580,14 @@ class LikelihoodFit(L.LightningModule):
         low, high = float(min(truth.min(), fitted.min())), float(max(truth.max(), fitted.max()))
         left.plot([low, high], [low, high], color="grey", lw=0.8)
         left.set(xlabel="true weight", ylabel="fitted weight",
-                 title=f"r = {self.results.get('weight_correlation', math.nan):.3f}")
+                 title=f"all {len(truth):,} fitted pairs of {self.n_neurons} neurons: "
+                       f"correlation {self.results.get('weight_correlation', math.nan):.3f}")
         labels = (truth != 0).long()
         if "edge_auroc" in self.results:
             fpr, tpr, _ = binary_roc(fitted.abs(), labels)
             right.plot(fpr, tpr)
-            right.set_title(f"edge detection, AUROC = {self.results['edge_auroc']:.3f}")
+            right.set_title(f"detecting the {int(labels.sum()):,} true edges by |W|: AUROC "
+                            f"{self.results['edge_auroc']:.3f}")
         right.plot([0, 1], [0, 1], color="grey", lw=0.8)
         right.set(xlabel="false positive rate", ylabel="true positive rate")
         figure.tight_layout()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from spikefit.checks import InputError
 from spikefit.models.coupling import to_csr
 
 
@@ -102,10 +103,10 @@ def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
     per_bin = rows[1:] - rows[:-1]
     total = int(per_bin.square().sum())
     if total > max_pairs:
-        raise ValueError(
-            f"solver Newton: the spike traces are too dense for its sparse Hessian "
-            f"({total:,} products of trace pairs, limit max_pairs={max_pairs:,}); use "
-            f"solver LBFGS, or raise max_pairs if memory allows")
+        raise InputError(
+            "Newton.max_pairs", f"the spike traces are too dense for Newton's sparse Hessian "
+            f"({total:,} products of trace pairs, more than {max_pairs:,})",
+            "solver LBFGS, or a larger max_pairs if memory allows")
     bin_of = torch.repeat_interleave(torch.arange(n_bins, device=traces.device), per_bin)
     partners = per_bin[bin_of]  # for each nonzero, the nonzeros of its bin
     first = torch.repeat_interleave(torch.arange(len(columns), device=traces.device),

@@ -5,7 +5,9 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from spikefit.datasets import NormalGenerator
-from spikefit.models import BernoulliGLM, engine, native
+from spikefit.models import BernoulliGLM, native
+from spikefit.models.engine import steppers
+from spikefit.models.engine.history import InputHistory
 from spikefit.stimulus import RegularStimulus
 
 SEED_GLM = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7, abs_ref_strength=-100,
@@ -23,7 +25,7 @@ def networks(n_networks: int, n_neurons: int):
 def simulate(model, data, python_loop: bool, monkeypatch, **kwargs) -> torch.Tensor:
     with monkeypatch.context() as patch:
         if python_loop:
-            patch.setattr(engine, "logistic_kernel", lambda: None)
+            patch.setattr(steppers, "logistic_kernel", lambda: None)
         return model.simulate(data, verbose=False, **kwargs)
 
 
@@ -56,13 +58,24 @@ def test_compiled_loop_spikes_do_not_depend_on_the_thread_count():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_subclass_with_its_own_link_runs_the_python_loop():
+def test_subclass_with_its_own_link_runs_its_link():
+    """A subclass that overrides non_linearity alone keeps the Bernoulli emission, with its
+    own link: time rescaling with -log(1 - p) of its p, never the compiled logistic loop."""
     class Steeper(BernoulliGLM):
         def non_linearity(self, input):
             return torch.sigmoid(2 * (input - self.theta)) * self.dt
 
-    assert BernoulliGLM(**SEED_GLM).logistic_hazard() is not None
-    assert Steeper(**SEED_GLM).logistic_hazard() is None
+    data, generator = networks(1, 20), torch.Generator().manual_seed(0)
+    for model, stepper in ((BernoulliGLM(**SEED_GLM), steppers.CompiledStepper),
+                           (Steeper(**SEED_GLM), steppers.RescaledStepper)):
+        history = InputHistory(model, data, 1, 10)
+        chosen = steppers.choose_stepper(model, history, generator)
+        if native.logistic_kernel() is not None or stepper is steppers.RescaledStepper:
+            assert type(chosen) is stepper
+    steeper = Steeper(**SEED_GLM)
+    g = torch.linspace(-2.0, 8.0, 11)
+    assert torch.allclose(steeper.effective_emission.hazard(steeper, g),
+                          -torch.log1p(-steeper.non_linearity(g)))
 
 
 def test_fallback_when_the_loop_cannot_be_built(monkeypatch):

@@ -168,8 +168,6 @@ def test_threshold_sam_noise_is_sparse_gaussian():
 class ForcedBernoulli(BernoulliGLM):
     """Replays a given raster and records the inputs the engine computes."""
 
-    hazard = None
-
     def __init__(self, raster: torch.Tensor) -> None:
         super().__init__(**{**SEED_GLM, "r": 0.7, "rel_ref_strength": -20})
         self.raster, self.step, self.inputs = raster, 0, []
@@ -383,3 +381,115 @@ def test_save_load_round_trip_with_per_neuron_parameter(tmp_path):
     assert other.stimulus.strength.item() == 2.5
     assert set(other.tunable_parameters) == {"theta", "r", "alpha", "beta", "rel_ref_strength",
                                              "stimulus.strength"}
+
+
+# ---------------------------------------------------------------- declared models
+class SteeperLink(BernoulliGLM):
+    """Overrides the non-linearity alone: p = σ(2(g - θ))·Δt."""
+
+    def non_linearity(self, input):
+        return torch.sigmoid(2 * (input - self.theta)) * self.dt
+
+
+class ExtraDrive(BernoulliGLM):
+    """Overrides the input stage: a constant drive of 1.5 on top of the seed input."""
+
+    def input(self, edge_index, W, state, t=-1):
+        return super().input(edge_index, W, state, t) + 1.5
+
+
+class AtMostOne(PoissonGLM):
+    """Overrides the emission: Poisson counts clipped to one spike per step."""
+
+    def emit_spikes(self, rates):
+        return torch.poisson(rates, generator=self._rng).clamp(max=1)
+
+
+def test_what_a_model_declares_decides_its_path():
+    seed = BernoulliGLM(**SEED_GLM)
+    assert seed.declares_kernels and seed.effective_emission is BernoulliGLM.emission
+    steeper = SteeperLink(**SEED_GLM)
+    assert steeper.declares_kernels
+    assert steeper.effective_emission.inverse_link is None  # its own non-linearity
+    assert not ExtraDrive(**SEED_GLM).declares_kernels
+    assert AtMostOne(**PAPER[PoissonGLM]).effective_emission is None
+    for model_class, parameters in PAPER.items():
+        assert model_class(**parameters).declares_kernels
+
+
+def test_an_overridden_link_is_simulated_with_that_link():
+    """Fast engine (time rescaling with the subclass's p) and reference path (its forward)
+    fire at the same rate, well above the seed model's (the steeper link)."""
+    data = batch_of_networks(n_networks=2, n_neurons=50)
+    steeper = SteeperLink(**{**SEED_GLM, "theta": 3})
+    fast = steeper.simulate(data, 20000, seed=1, verbose=False).float().mean().item()
+    reference = steeper.simulate(data, 2000, seed=2, verbose=False,
+                                 engine="reference").float().mean().item()
+    seed = BernoulliGLM(**{**SEED_GLM, "theta": 3}).simulate(
+        data, 20000, seed=1, verbose=False).float().mean().item()
+    assert fast == pytest.approx(reference, rel=0.1)
+    assert abs(fast - seed) > 0.2 * seed
+
+
+def test_an_overridden_input_runs_the_reference_path_and_teacher_forcing_calls_it():
+    data = batch_of_networks(n_networks=2, n_neurons=10)
+    model = ExtraDrive(**SEED_GLM)
+    raster = (torch.rand(20, 200, generator=torch.Generator().manual_seed(2)) < 0.1).float()
+    W, edge_index = model.connectivity_filter(data.W0, data.edge_index, 20)
+    history = torch.nn.functional.pad(raster, (model.window, 0))
+    by_hand = torch.stack([model.input(edge_index, W, history[:, s:s + model.window], t=s)
+                           for s in range(200)], -1)
+    forced = model.input_from_spikes(data, raster.unsqueeze(0))[0]
+    assert torch.allclose(forced, by_hand) and (forced - 1.5).abs().max() > 1  # real inputs
+    seed_forced = BernoulliGLM(**SEED_GLM).input_from_spikes(data, raster.unsqueeze(0))[0]
+    assert torch.allclose(forced, seed_forced + 1.5, atol=1e-5)
+    calls = []
+    model.forward = lambda *args, **kwargs: calls.append(1) or torch.zeros(20)
+    model.simulate(data, 10, seed=0, equilibration_steps=0, verbose=False)
+    assert len(calls) == 10  # the per-step reference path
+
+
+def test_an_overridden_emission_is_sampled_by_the_model():
+    data = batch_of_networks(n_networks=2, n_neurons=20)
+    model = AtMostOne(**{**PAPER[PoissonGLM], "T": 20, "b": 0.25, "r": 0.002})
+    spikes = model.simulate(data, 3000, seed=3, verbose=False)
+    assert spikes.max() == 1 and spikes.float().mean() > 0.01
+
+
+class TwoBasisBernoulli(BernoulliGLM):
+    """Coupling kernels on two basis functions (fast and slow exponentials); the network
+    carries a weight per edge and basis function, W0 [E, 2]."""
+
+    def coupling_basis(self):
+        lag = torch.arange(self.window, device=self.dt.device, dtype=torch.float32)
+        return torch.stack([torch.exp(-lag), torch.exp(-lag / 4)]) * (lag < self.coupling_window)
+
+
+def two_basis_network(n_networks: int = 2, n_neurons: int = 20) -> Data:
+    data = batch_of_networks(n_networks, n_neurons)
+    generator = torch.Generator().manual_seed(5)
+    data.W0 = torch.stack([data.W0, torch.randn(len(data.W0), generator=generator)], 1)
+    return data
+
+
+def test_a_basis_of_coupling_kernels_simulates_and_teacher_forces_exactly():
+    data = two_basis_network()
+    raster = (torch.rand(40, 300, generator=torch.Generator().manual_seed(4)) < 0.1).float()
+
+    class Forced(TwoBasisBernoulli, ForcedBernoulli):
+        pass
+
+    recorded = {}
+    for engine in ("fast", "reference"):
+        model = Forced(raster)
+        model.simulate(data, 300, seed=5, equilibration_steps=0, verbose=False, engine=engine)
+        recorded[engine] = torch.stack(model.inputs)
+    assert torch.allclose(recorded["fast"], recorded["reference"], atol=1e-5)
+    model = Forced(raster)
+    forced = model.input_from_spikes(data, raster.unsqueeze(0))[0, :, 20:]
+    assert torch.allclose(forced, recorded["fast"].t()[:, 20:], atol=1e-4)
+    W, _ = model.connectivity_filter(data.W0, data.edge_index, 40)
+    basis = model.coupling_basis().flip(-1)
+    assert torch.allclose(W[:len(data.W0)], data.W0 @ basis)  # W[e] = Σ_b w_eb B_b flipped
+    spikes = TwoBasisBernoulli(**SEED_GLM).simulate(data, 2000, seed=1, verbose=False)
+    assert 0 < spikes.float().mean() < 0.1

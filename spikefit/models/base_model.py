@@ -14,6 +14,7 @@ from torch_geometric.nn import MessagePassing
 from spikefit.checks import Check, InputError, field_name, finite, positive, whole
 from spikefit.files import load_file
 from spikefit.models.coupling import postsynaptic_sums
+from spikefit.models.emissions import Emission
 from spikefit.models.engine import (
     SpikeEvents,
     collect,
@@ -39,17 +40,35 @@ class BaseModel(MessagePassing):
     #. :meth:`non_linearity`: the expected spike count (or probability) per step;
     #. :meth:`emit_spikes`: a draw from the emission distribution.
 
-    Built-in models have separable kernels: an edge :math:`j \to i` carries
-    :math:`r \, (W_0)_{ji} \, c(\tau)` and neuron :math:`i` feels its own spikes through
-    :math:`\mathrm{ref}_i(\tau)`. They describe them with :meth:`coupling_kernel` and
-    :meth:`self_kernel` (lag order, :math:`\tau = 0` first); :meth:`connectivity_filter` and
-    the fast :meth:`simulate` are built from these. A user model that overrides :meth:`input`
-    or :meth:`connectivity_filter` simulates on the reference per-step path.
+    What a model *declares* decides how it simulates, calibrates and fits:
+
+    - **Kernels** (:meth:`coupling_basis`, or :meth:`coupling_kernel` for one function, with
+      per-edge weights :meth:`edge_weights`, :meth:`self_kernel`, :meth:`recurrence`,
+      :meth:`background_input`): an edge :math:`j \to i` carries
+      :math:`r_i \sum_b w_{jib} B_b(\tau)` and neuron :math:`i` feels its own spikes through
+      :math:`\mathrm{ref}_i(\tau)` (lag order, :math:`\tau = 0` first). The fast engine,
+      teacher forcing and the fits read this one declaration. It holds while the input stage
+      (:meth:`input`, :meth:`message`, :meth:`connectivity_filter`, …) is not overridden in a
+      subclass below the one that declared the kernels (:attr:`declares_kernels`); a model
+      that overrides it runs its own :meth:`input` on the per-step reference path, and
+      teacher forcing calls its :meth:`input` on every step of the history.
+    - **Emission** (the class attribute ``emission``, :mod:`spikefit.models.emissions`): the
+      distribution of spikes and its inverse link. :meth:`non_linearity` and
+      :meth:`emit_spikes` evaluate it; a subclass that overrides one of them without declaring
+      its own emission keeps its methods (:attr:`effective_emission`).
 
     Parameters registered with ``tunable=True`` are ``nn.Parameter``\ s (calibration and
     likelihood fits may change them); the rest are buffers. All random draws come from the
     model's own ``torch.Generator``.
     """
+
+    #: The spike emission and its inverse link; None: the model's own stages.
+    emission: Emission | None = None
+    #: Methods that declare the separable kernels, and the input stage they describe.
+    KERNEL_DECLARATIONS = ("coupling_basis", "coupling_kernel", "edge_weights", "self_kernel",
+                           "recurrence", "background_input")
+    INPUT_STAGE = ("input", "coupled_input", "synaptic_input", "message", "aggregate",
+                   "message_and_aggregate", "update", "connectivity_filter")
 
     def __init__(self, rng: torch.Generator | None = None) -> None:
         super().__init__(aggr="add")
@@ -83,6 +102,17 @@ class BaseModel(MessagePassing):
         r"""Coupling kernel :math:`c(\tau)`, :math:`\tau = 0..T-1` [T] (lag order)."""
         return torch.ones(1, device=self.dt.device)
 
+    def coupling_basis(self) -> torch.Tensor:
+        r"""Basis :math:`B_b(\tau)` of the coupling kernels [B, T] (lag order); an edge's
+        kernel is :math:`\sum_b w_{eb} B_b` with its :meth:`edge_weights`. Default: the one
+        :meth:`coupling_kernel`."""
+        return self.coupling_kernel().unsqueeze(0)
+
+    def edge_weights(self, W0: torch.Tensor) -> torch.Tensor:
+        """Every edge's weights on the coupling basis: the network's ``W0`` [E] (B = 1) or
+        [E, B] (one weight per basis function)."""
+        return W0
+
     def self_kernel(self) -> torch.Tensor | None:
         r"""Self (refractory) kernel :math:`\mathrm{ref}(\tau)`, [T] or [N, T], or ``None``."""
         return None
@@ -103,9 +133,34 @@ class BaseModel(MessagePassing):
         ``noise=False`` leaves out any random part."""
         return getattr(self, "b", torch.zeros((), device=self.dt.device))
 
-    hazard = None
-    """Optional ``hazard(input) -> -log(1 - p)`` of binary models: the fast engine then
-    samples by time rescaling (one random draw per spike) instead of :meth:`emit_spikes`."""
+    @classmethod
+    def _covers(cls, declarations: tuple[str, ...], stages: tuple[str, ...]) -> bool:
+        """Whether the latest class that defines one of ``declarations`` is a subclass of (or
+        the same as) every class that defines one of ``stages``: no stage was overridden
+        below the declaration (the rule of PyG's ``inspector.implements``, by class)."""
+        def latest(names: tuple[str, ...]) -> int:
+            return min(depth for depth, owner in enumerate(cls.__mro__)
+                       if any(name in vars(owner) for name in names))
+        return latest(declarations) <= latest(stages)
+
+    @property
+    def declares_kernels(self) -> bool:
+        """Whether the input stage is the separable one of the declared kernels (else the
+        model's own :meth:`input` runs on every step)."""
+        return self._covers(self.KERNEL_DECLARATIONS, self.INPUT_STAGE)
+
+    @property
+    def effective_emission(self) -> Emission | None:
+        """The emission that stands for the model's :meth:`non_linearity` and
+        :meth:`emit_spikes`: the declared one; with the model's own non-linearity as its
+        link where a subclass overrode that alone; None where a subclass overrode
+        :meth:`emit_spikes` (a distribution spikefit does not know) or none is declared."""
+        emission = self.emission
+        if emission is None or not self._covers(("emission",), ("emit_spikes",)):
+            return None
+        if not self._covers(("emission",), ("non_linearity",)):
+            return emission.with_link(None)
+        return emission
 
     def connectivity_filter(self, W0: torch.Tensor, edge_index: torch.Tensor,
                             num_nodes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,14 +169,16 @@ class BaseModel(MessagePassing):
         .. math::
             W[e, k] = (W_0)_e \, c(T-1-k), \qquad W[(i,i), k] = \mathrm{ref}_i(T-1-k)
 
-        Column T-1 is lag 0. Models with a self kernel append one self-edge per neuron after
-        the coupling edges, so row e < E still belongs to ``W0[e]``.
+        Column T-1 is lag 0; with a basis, :math:`W[e] = \sum_b w_{eb} B_b` flipped. Models
+        with a self kernel append one self-edge per neuron after the coupling edges, so row
+        e < E still belongs to ``W0[e]``.
 
         Returns:
             ``(W [E', T], edge_index [2, E'])``.
         """
         check_graph(edge_index, W0, num_nodes)
-        W = W0.unsqueeze(1) * self.coupling_kernel().flip(0)
+        weights, basis = self.edge_weights(W0), self.coupling_basis().flip(-1)
+        W = weights.unsqueeze(1) * basis[0] if weights.dim() == 1 else weights @ basis
         ref = self.self_kernel()
         if ref is None:
             return W, edge_index
@@ -154,10 +211,18 @@ class BaseModel(MessagePassing):
         return self.coupled_input(edge_index, W, state) + background + self.stimulus_input(t)
 
     def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
-        return input
+        """The expected count (or probability) per step: the emission's inverse link (the
+        identity without an emission)."""
+        if self.emission is None or self.emission.inverse_link is None:
+            return input
+        return self.emission.inverse_link(self, input)
 
     def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Spikes drawn from the emission given ``rates``, with the model's generator."""
+        if self.emission is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no emission: define "
+                                      f"emit_spikes or the class attribute emission")
+        return self.emission.sample(self, rates, self._rng)
 
     @property
     def memory_steps(self) -> int:
@@ -182,13 +247,16 @@ class BaseModel(MessagePassing):
         return filtered
 
     def presynaptic_trace(self, spikes: torch.Tensor) -> torch.Tensor:
-        """What each neuron sends along its edges at every step [K, N, S]: its spikes
-        filtered by the coupling kernel."""
-        return self.causal_filter(spikes, self.coupling_kernel())
+        """What each neuron sends along its edges at every step [K, B·N, S]: its spikes
+        filtered by each function b of the coupling basis (row b·N + j)."""
+        basis = self.coupling_basis()
+        if len(basis) == 1:
+            return self.causal_filter(spikes, basis[0])
+        return torch.cat([self.causal_filter(spikes, kernel) for kernel in basis], dim=1)
 
     def spike_traces(self, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The history terms of the input, [K, N, S] each: the presynaptic traces and the
-        spikes filtered by the self kernel (None without one)."""
+        """The history terms of the input: the presynaptic traces [K, B·N, S] and the spikes
+        filtered by the self kernel [K, N, S] (None without one)."""
         spikes = spikes.float()
         ref = self.self_kernel()
         own = None if ref is None else self.causal_filter(spikes, ref)
@@ -199,17 +267,20 @@ class BaseModel(MessagePassing):
                           self_scale: torch.Tensor | None = None,
                           traces: tuple[torch.Tensor, torch.Tensor | None] | None = None,
                           ) -> torch.Tensor:
-        r"""Inputs :math:`g(t)` for every step of a given raster, all steps in parallel
-        (teacher forcing): the presynaptic traces, one sparse product with :math:`W_0`, the
-        self kernel, then the noise-free background and the stimulus. Differentiable in the
-        model's parameters (not in ``W0``).
+        r"""Inputs :math:`g(t)` for every step of a given raster (teacher forcing).
+
+        With declared kernels all steps at once: the presynaptic traces, one sparse product
+        with the edge weights, the self kernel, then the noise-free background and the
+        stimulus. Otherwise the model's own :meth:`input` on every step's history window
+        (:meth:`input_by_steps`). Differentiable in the model's parameters (not in ``W0``).
 
         Args:
             data: the network(s).
             spikes: [K, N, S] spike counts of steps ``start .. start+S-1``.
             start: time of the first column (stimulus time).
-            coupling: dense weights [N, N] indexed [pre, post], used instead of the network's
-                W0 and differentiable (e.g. weights being fitted); ``data`` may then be None.
+            coupling: dense weights [B·N, N] indexed [b·N + pre, post], used instead of the
+                network's and differentiable (e.g. weights being fitted); ``data`` may then
+                be None.
             self_scale: [N] factor on each neuron's self (refractory) kernel.
             traces: :meth:`spike_traces` of ``spikes``, when already computed.
 
@@ -218,9 +289,16 @@ class BaseModel(MessagePassing):
             (spikes before the raster count as silent).
         """
         n_trials, n, steps = spikes.shape
+        if not self.declares_kernels:
+            if coupling is not None or self_scale is not None:
+                raise InputError(f"{type(self).__name__}.input", "overridden without declared "
+                                 "kernels, so its coupling and self kernel cannot be fitted",
+                                 "declared kernels (coupling_kernel, self_kernel) or a fit "
+                                 "with coupling fixed or none")
+            return self.input_by_steps(data, spikes, start)
         trace, own = self.spike_traces(spikes) if traces is None else traces
         if coupling is None:  # one sparse product per trial: no transposed copy of the traces
-            sums = postsynaptic_sums(data.edge_index, data.W0.float(), n)
+            sums = postsynaptic_sums(data.edge_index, self.edge_weights(data.W0.float()), n)
             synaptic = torch.stack([sums @ part for part in trace])
         else:
             synaptic = (trace.transpose(-1, -2) @ coupling).transpose(-1, -2)
@@ -239,6 +317,18 @@ class BaseModel(MessagePassing):
         if drive.dim() == 0 and not drive.requires_grad and float(drive) == 0:
             return g  # no background or stimulus: skip adding zeros to every input
         return g + drive.expand(n_trials, steps, n).transpose(-1, -2)
+
+    def input_by_steps(self, data: Data, spikes: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Teacher forcing through the model's own :meth:`input`: g [K, N, S] from the state
+        window [N, T] of the recorded history before every step (silent before the raster),
+        one call per trial and step."""
+        n = spikes.shape[1]
+        W, edge_index = self.connectivity_filter(data.W0.float(), data.edge_index, n)
+        window = W.shape[1]
+        history = torch.nn.functional.pad(spikes.float(), (window, 0))
+        return torch.stack([torch.stack(
+            [self.input(edge_index, W, trial[:, step:step + window], t=start + step)
+             for step in range(spikes.shape[2])], dim=-1) for trial in history])
 
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
         """Expected spike count per step given the noise-free input (default: the
@@ -279,13 +369,6 @@ class BaseModel(MessagePassing):
     fast_blocks = staticmethod(history_blocks)
     reference_blocks = staticmethod(reference_history_blocks)
 
-    @property
-    def is_separable(self) -> bool:
-        """Whether the fast engine applies: the input stage is the built-in separable one."""
-        cls = type(self)
-        return all(getattr(cls, name).__module__.startswith("spikefit.models")
-                   for name in ("input", "connectivity_filter"))
-
     def generator(self, device: torch.device, seed: int | None = None) -> torch.Generator:
         """The model's generator on ``device``, reseeded when ``seed`` is given."""
         if self._rng.device != torch.device(device):
@@ -308,8 +391,9 @@ class BaseModel(MessagePassing):
             store_as_dtype: dtype of the returned raster.
             n_trials: independent trials, simulated together as a batch dimension.
             verbose: progress bar.
-            engine: ``"fast"`` (separable kernels, sparse spikes) or ``"reference"``
-                (the per-step :meth:`forward` on a state window, as the seed simulator).
+            engine: ``"fast"`` (the declared kernels, sparse spikes; a model without them
+                runs the reference path) or ``"reference"`` (the per-step :meth:`forward`
+                on a state window, as the seed simulator).
             as_events: return :class:`SpikeEvents` (spike times) instead of the dense raster,
                 so long runs never hold the raster in memory.
 
@@ -322,7 +406,7 @@ class BaseModel(MessagePassing):
             raise ValueError("n_steps and n_trials must be ≥ 1 and equilibration_steps ≥ 0")
         check_graph(data.edge_index, data.W0, data.num_nodes)
         self.check_stimulus(data.num_nodes)
-        fast = engine == "fast" and self.is_separable
+        fast = engine == "fast" and self.declares_kernels
         with torch.no_grad():
             run = self.fast_blocks if fast else self.reference_blocks
             blocks = run(
@@ -367,9 +451,10 @@ def check_graph(edge_index: torch.Tensor, W0: torch.Tensor, num_nodes: int | Non
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise InputError("edge_index", f"shape {list(edge_index.shape)} is not [2, E]",
                          "[2, E]: presynaptic neurons in row 0, postsynaptic in row 1")
-    if W0.dim() != 1 or W0.shape[0] != edge_index.shape[1]:
+    if W0.dim() not in (1, 2) or W0.shape[0] != edge_index.shape[1]:
         raise InputError("W0", f"shape {list(W0.shape)} does not match {edge_index.shape[1]} "
-                         f"edges", f"[E] = [{edge_index.shape[1]}], one weight per edge")
+                         f"edges", f"[E] = [{edge_index.shape[1]}], one weight per edge (or "
+                         f"[E, B], one per basis function)")
     if not torch.isfinite(W0).all():
         raise InputError("W0", "holds NaN or infinite weights", "finite weights")
     if num_nodes is not None and edge_index.numel() and int(edge_index.max()) >= num_nodes:

@@ -8,6 +8,8 @@ import torch
 
 from spikefit.checks import InputError, field_name, satisfies
 from spikefit.models.base_model import BaseModel, whole_steps
+from spikefit.models.emissions import Bernoulli
+from spikefit.models.links import Logistic
 
 
 class BernoulliGLM(BaseModel):
@@ -40,6 +42,8 @@ class BernoulliGLM(BaseModel):
         r: recurrence scale (tunable).
         rng: generator for the Bernoulli draws.
     """
+
+    emission = Bernoulli(Logistic())
 
     def __init__(self, theta: float, dt: float, coupling_window: int, alpha: float,
                  abs_ref_scale: int, abs_ref_strength: float, rel_ref_scale: int,
@@ -81,29 +85,3 @@ class BernoulliGLM(BaseModel):
               t: int = -1) -> torch.Tensor:
         r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E', T]."""
         return self.coupled_input(edge_index, W, state) + self.stimulus_input(t)
-
-    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
-        r""":math:`p = \sigma(g - \theta)\,\Delta t`."""
-        return torch.sigmoid(input - self.theta) * self.dt
-
-    def emit_spikes(self, probabilities: torch.Tensor) -> torch.Tensor:
-        r""":math:`X \sim \mathrm{Bernoulli}(p)` (0./1. floats)."""
-        return torch.bernoulli(probabilities, generator=self._rng)
-
-    def hazard(self, input: torch.Tensor) -> torch.Tensor:
-        r"""Hazard :math:`h = -\log(1 - p)` of firing in a step; the engine fires a neuron when
-        its accumulated hazard since its last spike passes an Exp(1) draw, which is exactly
-        Bernoulli(p) per step and needs a random number per spike, not per neuron-step.
-        With Δt = 1, :math:`h = \mathrm{softplus}(g - \theta)`."""
-        if float(self.dt) == 1.0:
-            return torch.nn.functional.softplus(input - self.theta)
-        return torch.log1p(-self.non_linearity(input)).neg_()
-
-    def logistic_hazard(self) -> tuple[torch.Tensor, float] | None:
-        r"""θ and Δt of :meth:`hazard`, :math:`h = -\log(1 - \sigma(g - \theta)\,\Delta t)`, so
-        the compiled engine can evaluate it itself; ``None`` when a subclass changed the link
-        (the engine then calls :meth:`hazard`)."""
-        cls = type(self)
-        if (cls.hazard, cls.non_linearity) != (BernoulliGLM.hazard, BernoulliGLM.non_linearity):
-            return None
-        return self.theta, float(self.dt)

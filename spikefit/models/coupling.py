@@ -11,22 +11,24 @@ class SpikePropagator:
     r"""Sums the weights of the outgoing edges of the neurons that spiked.
 
     .. math::
-        y_{k,i} = \sum_{j} (W_0)_{ji} \, X_{k,j}
+        y_{b,k,i} = \sum_{j} w_{jib} \, X_{k,j}
 
-    for trials :math:`k`. The outgoing edges of every presynaptic neuron are kept in a table
-    padded to the largest out-degree (padding: target 0, weight 0), so a step costs one gather
-    over the (few) neurons that spiked instead of a product over all edges; the table is one
-    trial's, shifted by trial·N for the others.
+    for trials :math:`k` and the B weights of every edge (one per basis function of the
+    coupling kernel; B = 1 for the seed models, whose weight is :math:`(W_0)_{ji}`). The
+    outgoing edges of every presynaptic neuron are kept in a table padded to the largest
+    out-degree (padding: target 0, weight 0), so a step costs one gather over the (few)
+    neurons that spiked instead of a product over all edges; the table is one trial's,
+    shifted by trial·N for the others.
 
     Args:
         edge_index: [2, E] (row 0 presynaptic, row 1 postsynaptic).
-        weight: [E] edge weights.
+        weight: [E] edge weights, or [E, B] per basis function.
         num_nodes: number of neurons N.
         n_trials: number of trials K simulated side by side.
 
     Attributes:
         targets: [N, D] postsynaptic neurons of every presynaptic neuron's edges.
-        weights: [N, D] their weights.
+        weights: [N, D] (or [N, D, B]) their weights.
     """
 
     def __init__(self, edge_index: torch.Tensor, weight: torch.Tensor, num_nodes: int,
@@ -40,25 +42,30 @@ class SpikePropagator:
         slot = torch.arange(pre.numel(), device=device) - (torch.cumsum(out_degree, 0)
                                                            - out_degree)[pre]
         self.targets = torch.zeros(num_nodes, width, dtype=torch.long, device=device)
-        self.weights = torch.zeros(num_nodes, width, dtype=weight.dtype, device=device)
+        self.weights = torch.zeros(num_nodes, width, *weight.shape[1:], dtype=weight.dtype,
+                                   device=device)
         self.targets[pre, slot] = post
         self.weights[pre, slot] = weight
         self.n_trials = n_trials
-        self.drive = torch.zeros(n_trials * num_nodes, dtype=weight.dtype, device=device)
+        self.drive = torch.zeros(*weight.shape[1:], n_trials * num_nodes, dtype=weight.dtype,
+                                 device=device)
 
     def __call__(self, active: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
-        """Synaptic drive [K·N] from the flat indices ``active`` (trial·N + neuron) of the
-        neurons that spiked, with their spike ``counts`` (``None``: one spike each). The
-        returned buffer is reused by the next call."""
+        """Synaptic drive [K·N] (or [B, K·N]) from the flat indices ``active`` (trial·N +
+        neuron) of the neurons that spiked, with their spike ``counts`` (``None``: one spike
+        each). The returned buffer is reused by the next call."""
         neurons = active % self.targets.shape[0] if self.n_trials > 1 else active
         targets = self.targets.index_select(0, neurons)
         if self.n_trials > 1:
             targets = targets + (active - neurons).unsqueeze(1)
         weights = self.weights.index_select(0, neurons)
         if counts is not None:
-            weights = weights * counts.unsqueeze(1)
+            weights = weights * counts.view(-1, *[1] * (weights.dim() - 1))
         self.drive.zero_()
-        self.drive.index_add_(0, targets.view(-1), weights.view(-1))
+        if weights.dim() == 2:
+            self.drive.index_add_(0, targets.view(-1), weights.view(-1))
+        else:
+            self.drive.index_add_(1, targets.view(-1), weights.flatten(0, 1).t())
         return self.drive
 
 
@@ -71,7 +78,18 @@ def to_csr(matrix: torch.Tensor) -> torch.Tensor:
 
 def postsynaptic_sums(edge_index: torch.Tensor, weight: torch.Tensor,
                       num_nodes: int) -> torch.Tensor:
-    r"""The matrix [N, N] (sparse CSR, indexed [post, pre]) whose product with presynaptic
-    values [N, S] gives every neuron's weighted input sum :math:`\sum_j (W_0)_{ji} x_j`."""
-    return to_csr(torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes),
+    r"""The matrix [N, B·N] (sparse CSR, indexed [post, b·N + pre]) whose product with
+    presynaptic values [B·N, S] (basis b of neuron j in row b·N + j) gives every neuron's
+    weighted input sum :math:`\sum_{j,b} w_{jib} x_{bj}`; ``weight`` is [E] (B = 1) or
+    [E, B]."""
+    if weight.dim() == 1:
+        return to_csr(torch.sparse_coo_tensor(edge_index.flip(0), weight,
+                                              (num_nodes, num_nodes), check_invariants=True))
+    n_basis = weight.shape[1]
+    pre, post = edge_index
+    columns = (torch.arange(n_basis, device=pre.device).unsqueeze(0) * num_nodes
+               + pre.unsqueeze(1))
+    index = torch.stack([post.unsqueeze(1).expand_as(columns).reshape(-1), columns.reshape(-1)])
+    return to_csr(torch.sparse_coo_tensor(index, weight.reshape(-1),
+                                          (num_nodes, n_basis * num_nodes),
                                           check_invariants=True))

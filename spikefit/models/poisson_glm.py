@@ -6,6 +6,8 @@ import torch
 
 from spikefit.checks import positive
 from spikefit.models.base_model import BaseModel, positive_ms, window_steps
+from spikefit.models.emissions import Poisson
+from spikefit.models.links import Exponential
 
 
 class PoissonGLM(BaseModel):
@@ -31,6 +33,8 @@ class PoissonGLM(BaseModel):
         rng: generator for the Poisson draws.
     """
 
+    emission = Poisson(Exponential())
+
     def __init__(self, alpha: float, beta: float, T: int, tau: float, dt: float, r: float,
                  b: float, rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
@@ -45,13 +49,4 @@ class PoissonGLM(BaseModel):
     def coupling_kernel(self) -> torch.Tensor:
         lag = torch.arange(self.window, device=self.dt.device)
         return torch.exp(-lag * self.dt / self.tau)
-
-
-    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mu = \Delta t / \alpha \cdot e^{\beta g}` (expected count per step)."""
-        return self.dt / self.alpha * torch.exp(self.beta * input)
-
-    def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
-        r""":math:`X \sim \mathrm{Poisson}(\mu)` (integer counts as floats)."""
-        return torch.poisson(rates, generator=self._rng)
 

@@ -6,6 +6,8 @@ import torch
 
 from spikefit.checks import non_negative
 from spikefit.models.base_model import BaseModel, positive_ms, window_steps
+from spikefit.models.emissions import Poisson
+from spikefit.models.links import Rectified
 from spikefit.models.poisson_glm import PoissonGLM
 
 
@@ -31,6 +33,8 @@ class RectifiedLNP(BaseModel):
         rng: generator for the Poisson draws.
     """
 
+    emission = Poisson(Rectified())
+
     def __init__(self, lambda_0: float, theta: float, T: int, tau: float, dt: float, r: float,
                  b: float, rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
@@ -43,9 +47,3 @@ class RectifiedLNP(BaseModel):
         self._register("b", b, tunable=True)
 
     coupling_kernel = PoissonGLM.coupling_kernel
-
-    def non_linearity(self, input: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mu = \lambda_0 \Delta t [g - \theta]_+` (expected count per step)."""
-        return self.lambda_0 * torch.relu(input - self.theta) * self.dt
-
-    emit_spikes = PoissonGLM.emit_spikes

@@ -29,6 +29,8 @@ class RectifiedSAM(SAModel):
         rng: generator for the Poisson draws.
     """
 
+    emission = RectifiedLNP.emission
+
     def __init__(self, lambda_0: float, theta: float, tau: float, dt: float, r: float, b: float,
                  rng: torch.Generator | None = None) -> None:
         super().__init__(rng)
@@ -40,5 +42,3 @@ class RectifiedSAM(SAModel):
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
 
-    non_linearity = RectifiedLNP.non_linearity
-    emit_spikes = RectifiedLNP.emit_spikes

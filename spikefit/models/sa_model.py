@@ -22,6 +22,11 @@ class SAModel(BaseModel):
 
     fast_blocks = staticmethod(engine.activation_blocks)
     reference_blocks = staticmethod(engine.reference_activation_blocks)
+    #: Teacher forcing rebuilds the activation by :meth:`presynaptic_trace`, which declares
+    #: the update rule: a subclass that overrides :meth:`update_activation` alone runs its
+    #: own stages.
+    KERNEL_DECLARATIONS = (*BaseModel.KERNEL_DECLARATIONS, "presynaptic_trace")
+    INPUT_STAGE = (*BaseModel.INPUT_STAGE, "update_activation")
 
     def check_tau(self, field: str, tau: float | torch.Tensor) -> float | torch.Tensor:
         r"""``tau`` if it is ≥ Δt in ms (compared in Δt's precision; Δt is registered first): a
@@ -58,3 +63,18 @@ class SAModel(BaseModel):
             activation = block[..., -1]
         activation = torch.cat(parts, dim=-1)
         return torch.nn.functional.pad(activation, (1, 0))[..., :-1]
+
+    def input_by_steps(self, data, spikes: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Teacher forcing through the model's own :meth:`input` and
+        :meth:`update_activation`: g [K, N, S], the activation rebuilt step by step from the
+        recorded spikes (zero before the raster), one call per trial and step."""
+        n = spikes.shape[1]
+        W, edge_index = self.connectivity_filter(data.W0.float(), data.edge_index, n)
+        inputs = []
+        for trial in spikes.float():
+            activation, steps = torch.zeros(n, 1, device=spikes.device), []
+            for step in range(spikes.shape[2]):
+                steps.append(self.input(edge_index, W, activation, t=start + step))
+                activation = self.update_activation(trial[:, step:step + 1], activation)
+            inputs.append(torch.stack(steps, dim=-1))
+        return torch.stack(inputs)

@@ -9,6 +9,8 @@ import torch
 
 from spikefit.checks import in_range, non_negative
 from spikefit.models.base_model import positive_ms
+from spikefit.models.emissions import Threshold
+from spikefit.models.links import Identity
 from spikefit.models.sa_model import SAModel
 
 
@@ -34,6 +36,8 @@ class ThresholdSAM(SAModel):
         theta: firing threshold θ.
         rng: generator for the noise.
     """
+
+    emission = Threshold(Identity())
 
     def __init__(self, r: float, b: float, tau: float, dt: float, sigma: float, rho: float,
                  theta: float, rng: torch.Generator | None = None) -> None:
@@ -73,6 +77,3 @@ class ThresholdSAM(SAModel):
         noisy = 0.5 * (1 + torch.erf(margin / (width * math.sqrt(2))))
         return (1 - self.rho) * step + self.rho * noisy
 
-    def emit_spikes(self, input: torch.Tensor) -> torch.Tensor:
-        r""":math:`X = [g > \theta]` (0./1. floats)."""
-        return (input > self.theta).float()

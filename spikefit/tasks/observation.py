@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from spikefit.checks import InputError, in_range
-from spikefit.models import BaseModel, BernoulliGLM, PoissonGLM
+from spikefit.models import BaseModel
+from spikefit.models.emissions import Bernoulli, Poisson
 
 
 def at_spikes(spikes: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +85,12 @@ class BernoulliObservations(Observations):
         return self.log_likelihood_of_link(spikes, -torch.log1p(-rate.clamp(max=most)))
 
     def link(self, model: BaseModel, input: torch.Tensor) -> torch.Tensor:
-        r"""The hazard h: the model's own, or :math:`-\log(1 - p)` of its non-linearity."""
-        if model.hazard is None:
-            return -torch.log1p(-model.non_linearity(input).clamp(max=1 - self.floor))
-        return model.hazard(input)
+        r"""The hazard h: its Bernoulli emission's, or :math:`-\log(1 - p)` of its
+        non-linearity."""
+        emission = model.effective_emission
+        if isinstance(emission, Bernoulli):
+            return emission.hazard(model, input)
+        return -torch.log1p(-model.non_linearity(input).clamp(max=1 - self.floor))
 
     def log_likelihood_of_link(self, spikes: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
         """Total log-likelihood from the hazard h [same shape as ``spikes``]."""
@@ -138,10 +141,10 @@ def observations_of(model: BaseModel, field: str) -> Observations:
     likelihood (ThresholdSAM) or is not a built-in one (then pass the observation model
     explicitly).
     """
-    emit = type(model).emit_spikes
-    if emit is BernoulliGLM.emit_spikes:
+    emission = model.effective_emission
+    if isinstance(emission, Bernoulli):
         return BernoulliObservations()
-    if emit is PoissonGLM.emit_spikes:
+    if isinstance(emission, Poisson):
         return PoissonObservations()
     raise InputError(
         field, f"{type(model).__name__} has no likelihood spikefit knows (its emit_spikes is "

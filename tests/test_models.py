@@ -493,3 +493,31 @@ def test_a_basis_of_coupling_kernels_simulates_and_teacher_forces_exactly():
     assert torch.allclose(W[:len(data.W0)], data.W0 @ basis)  # W[e] = Σ_b w_eb B_b flipped
     spikes = TwoBasisBernoulli(**SEED_GLM).simulate(data, 2000, seed=1, verbose=False)
     assert 0 < spikes.float().mean() < 0.1
+
+
+def test_raised_cosine_bases_by_hand():
+    from spikefit.models.bases import Exponentials, RaisedCosineLinear, RaisedCosineLog
+
+    c = 0.5 * (1 + math.cos(math.pi / 4))  # 0.8536: a quarter of the way down a bump
+    expected = torch.tensor([[1, c, 0.5, 1 - c, 0], [0.5, c, 1, c, 0.5], [0, 1 - c, 0.5, c, 1]])
+    linear = RaisedCosineLinear(3, 5)()  # peaks at lags 0, 2, 4, half-width 2 spacings
+    assert linear.shape == (3, 5) and torch.allclose(linear, expected, atol=1e-6)
+    assert linear.sum(0)[2].item() == pytest.approx(2.0)  # width 2: the bumps sum to 2
+    # log-stretched, c = 1: u = log(1 + τ) / log 3 = (0, 0.631, 1); width 1
+    log = RaisedCosineLog(2, 3, offset=1.0, width=1.0)()
+    u = math.log(2) / math.log(3)
+    assert torch.allclose(log, torch.tensor([[1, 0.5 * (1 + math.cos(math.pi * u)), 0],
+                                             [0, 0.5 * (1 + math.cos(math.pi * (u - 1))), 1]]),
+                          atol=1e-6)
+    assert torch.allclose(log.sum(0), torch.ones(3), atol=1e-6)  # width 1: a partition of 1
+    peaks = RaisedCosineLog(8, 100)().argmax(1)  # log-spaced: the gaps grow with the lag
+    gaps = peaks[1:] - peaks[:-1]
+    assert peaks[0] == 0 and peaks[-1] == 99
+    assert (gaps[1:] >= gaps[:-1]).all() and gaps[-1] > 10 * gaps[0]
+    exponentials = Exponentials([1.0, 4.0], 3)()
+    assert torch.allclose(exponentials, torch.tensor([[1, math.exp(-1), math.exp(-2)],
+                                                      [1, math.exp(-0.25), math.exp(-0.5)]]))
+    with pytest.raises(InputError, match=r"^RaisedCosineLog\.n_basis: "):
+        RaisedCosineLog(0, 10)
+    with pytest.raises(InputError, match=r"^Exponentials\.time_constants\[1\]: "):
+        Exponentials([1.0, -2.0], 10)

@@ -246,13 +246,25 @@ class BaseModel(MessagePassing):
             filtered[..., lag + 1:].addcmul_(spikes[..., :steps - lag - 1], weight)
         return filtered
 
+    def basis_filter(self, spikes: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_{\tau} B_b(\tau) X_j(s-1-\tau)` for every basis function b [B, T]
+        and neuron j of ``spikes`` [K, N, S] → [K, B·N, S] (row b·N + j), by one grouped
+        convolution (earlier spikes count as silent)."""
+        n_trials, n, steps = spikes.shape
+        n_basis, window = basis.shape
+        padded = torch.nn.functional.pad(spikes, (window, 0))
+        weight = basis.flip(-1).repeat(n, 1).unsqueeze(1)  # [N·B, 1, T], neuron-major
+        filtered = torch.nn.functional.conv1d(padded, weight, groups=n)[..., :steps]
+        return filtered.view(n_trials, n, n_basis, steps).transpose(1, 2).reshape(
+            n_trials, n_basis * n, steps)
+
     def presynaptic_trace(self, spikes: torch.Tensor) -> torch.Tensor:
         """What each neuron sends along its edges at every step [K, B·N, S]: its spikes
         filtered by each function b of the coupling basis (row b·N + j)."""
         basis = self.coupling_basis()
         if len(basis) == 1:
             return self.causal_filter(spikes, basis[0])
-        return torch.cat([self.causal_filter(spikes, kernel) for kernel in basis], dim=1)
+        return self.basis_filter(spikes, basis)
 
     def spike_traces(self, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The history terms of the input: the presynaptic traces [K, B·N, S] and the spikes

@@ -4,10 +4,11 @@ One network of 100 neurons, densely coupled (all 9,900 pairs), the seed Bernoull
 refractory kernel, a coupling window of 100 steps. K = 1: the seed's exponential coupling
 kernel, one weight per edge. K = 8: a log-stretched raised-cosine basis
 (:class:`~spikefit.models.bases.RaisedCosineLog`) with 8 weights per edge (the network's W0
-is [E, 8]). Both are simulated by the fast engine; K = 1 runs the compiled loop where it
-builds, so K = 1 is also timed on the Python loop (the one K = 8 runs) to show the cost of
-the basis alone (the K = 8 weights are scaled so both fire at similar rates). Teacher forcing (``input_from_spikes`` of the simulated raster, what
-calibration and fits evaluate) is timed too.
+is [E, 8]), scaled so that both networks fire at similar rates. Both are simulated by the
+fast engine; K = 1 runs the compiled loop where it builds, so K = 1 is also timed on the
+Python loop (the one K = 8 runs) to show the cost of the basis alone. Teacher forcing
+(``input_from_spikes`` of the simulated raster, what calibration and fits evaluate) is timed
+too.
 
 Times are the best of 3 runs after a warm-up, on ``torch.get_num_threads()`` threads.
 

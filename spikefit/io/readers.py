@@ -461,8 +461,18 @@ def read_recording(path: PathLike, dt_ms: float, **selection: Any) -> Recording:
     ``.npz`` spike times, ``.nwb`` an NWB file, ``.npy``/``.pt`` a binned raster.
 
     ``selection`` goes to the reader (``unit_ids``, ``min_rate_hz``, ``t_start_s``,
-    ``t_stop_s``; ``groups`` for phy).
+    ``t_stop_s``; ``groups`` for phy). ``path`` may also be a pynapple ``TsGroup`` or a
+    spikeinterface sorting (:mod:`spikefit.io.objects`).
     """
+    if not isinstance(path, str | os.PathLike):
+        from .objects import from_object
+
+        recording = from_object(path, dt_ms, **selection)
+        if recording is None:
+            raise InputError("path", f"a {type(path).__name__} is not a recording",
+                             "a file or folder path, a pynapple TsGroup or a spikeinterface "
+                             "sorting")
+        return recording
     path = Path(path)
     if path.is_dir():
         return read_phy(path, dt_ms, **selection)

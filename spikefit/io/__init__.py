@@ -1,4 +1,4 @@
-"""Recorded spike data: read, bin, select, split and write spike trains.
+r"""Recorded spike data: read, bin, select, split and write spike trains.
 
 Formats: binned rasters (.npy/.pt [N, T]), spike times (.npz with ``spike_times`` in seconds
 and ``spike_clusters``), Kilosort/phy folders and NWB Units tables (optional extra

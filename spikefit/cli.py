@@ -33,8 +33,8 @@ from spikefit.files import load_file
 from spikefit.io import write_nwb, write_phy, write_raster, write_spike_times
 from spikefit.models import BaseModel
 from spikefit.tasks import RateCalibration
-from spikefit.tasks.calibration import DEFAULT_MODEL
 from spikefit.tasks.callbacks import DiscardFailedRun
+from spikefit.tasks.defaults import DEFAULT_MODEL
 
 PROG = "python -m spikefit"
 OVERVIEW = f"""usage: {PROG} {{fit,simulate}} [--config FILE] [--option value ...]

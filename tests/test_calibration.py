@@ -17,9 +17,10 @@ from spikefit.data import NetworkDataModule
 from spikefit.datasets import NormalGenerator
 from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedLNP, RectifiedSAM, ThresholdSAM
 from spikefit.stimulus import RegularStimulus
-from spikefit.tasks import RateCalibration
+from spikefit.tasks import RateCalibration, calibration
 from spikefit.tasks.calibration import SEED_INTRODUCTION, log_below_target
 from spikefit.tasks.gauss_newton import GaussNewton, Linearization, damped_least_squares
+from spikefit.tasks.solvers import LBFGS
 from tests.test_models import PAPER, ForcedBernoulli, batch_of_networks
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -153,7 +154,7 @@ def test_gauss_newton_step_is_minus_error_over_finite_difference_slope(tmp_path)
     (log(1 + e) below the target, e above) and J its slope (central differences)."""
     model = BernoulliGLM(**SEED_INTRODUCTION)
     task = Recorder(model, target_rate_hz=10.0, n_trials=3, max_trials=3, window_steps=300,
-                    damping=0.0, figures=False)
+                    solver=calibration.GaussNewton(damping=0.0), figures=False)
     data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=2), n_networks=2,
                              batch_size=2)
     fit(task, data, tmp_path, max_epochs=1)
@@ -195,10 +196,11 @@ def test_two_populations_with_shared_r_and_b(tmp_path):
 
 
 def test_adam_is_still_selectable(tmp_path):
-    task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver="adam", figures=False)
+    task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver=calibration.Adam(),
+                           figures=False)
     fit(task, NetworkDataModule(n_networks=4, batch_size=4), tmp_path, max_epochs=100)
     summary = task.summary()
-    assert summary["solver"] == "adam" and isinstance(task.optimizers().optimizer,
+    assert summary["solver"] == "Adam" and isinstance(task.optimizers().optimizer,
                                                        torch.optim.Adam)
     assert_targets_met(summary)
 
@@ -216,7 +218,7 @@ def test_non_local_per_neuron_parameters_are_detected(tmp_path):
                            target_rate_hz=None, neuron_rates_hz=[10.0] * 20, window_steps=100)
     data = NetworkDataModule(NormalGenerator(20, 0, 5, glorot=True, seed=1), n_networks=1,
                              batch_size=1)
-    with pytest.raises(ValueError, match="reach other neurons' rates.*solver: adam"):
+    with pytest.raises(ValueError, match="reach other neurons' rates.*solver Adam"):
         fit(task, data, tmp_path, max_epochs=1)
 
 
@@ -345,8 +347,14 @@ def test_calibration_rejects_bad_arguments():
                         population_rates_hz={"inhibitory": math.nan})
     with pytest.raises(ValueError, match="per_neuron"):
         RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["r"])
-    with pytest.raises(ValueError, match="solver: 'lbfgs' is not a choice"):
+    with pytest.raises(ValueError, match="solver: 'lbfgs' is not a calibration solver"):
         RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver="lbfgs")
+    with pytest.raises(ValueError, match="solver: 'spikefit.tasks.solvers.LBFGS' is not a "):
+        RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), solver=LBFGS())
+    with pytest.raises(InputError, match=r"^GaussNewton\.damping: -1 is out of range"):
+        calibration.GaussNewton(damping=-1)
+    with pytest.raises(InputError, match=r"^Adam\.lr_decay: 1.5 is out of range"):
+        calibration.Adam(lr_decay=1.5)
     with pytest.raises(ValueError, match="precision: 0 is out of range"):
         RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), precision=0)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import lightning as L
+from typing_extensions import override
 
 
 class DiscardFailedRun(L.Callback):
@@ -17,6 +19,7 @@ class DiscardFailedRun(L.Callback):
     def __init__(self) -> None:
         self.started = time.time()
 
+    @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
         if not trainer.is_global_zero or getattr(trainer.logger, "log_dir", None) is None:
@@ -29,3 +32,47 @@ class DiscardFailedRun(L.Callback):
             parent = log_dir.parent  # e.g. lightning_logs/, if this run made it
             if not any(parent.iterdir()) and parent.stat().st_mtime >= self.started - 1:
                 parent.rmdir()
+
+
+class RunOutput(L.Callback):
+    """Something a task's results are written to at the end of a fit, by process 0, in the
+    run directory (the logger's, else the trainer's root)."""
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module, log_dir)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        raise NotImplementedError
+
+
+class WriteSummary(RunOutput):
+    """``summary.json``: the task's ``summary()`` (nothing when it is empty), and its
+    ``describe(summary)`` on the console with the file's path."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        summary = pl_module.summary()
+        if not summary:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2))
+        print(pl_module.describe(summary) + f"\nsummary: {path}")
+
+
+class WriteFigures(RunOutput):
+    """``<name>.png`` (120 dpi) for every figure of the task's ``figures()``, each also added
+    to TensorBoard when the logger has it."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        for name, figure in pl_module.figures().items():
+            log_dir.mkdir(parents=True, exist_ok=True)
+            figure.savefig(log_dir / f"{name}.png", dpi=120, bbox_inches="tight")
+            experiment = getattr(trainer.logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                experiment.add_figure(name, figure, trainer.global_step)
+

@@ -3,59 +3,43 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
-import matplotlib
 import torch
-from jsonargparse import lazy_instance
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch_geometric.data import Data
+from typing_extensions import override
 
-from spikefit.checks import InputError, in_range, non_negative, one_of, positive, whole
-from spikefit.models import BaseModel, BernoulliGLM
+from spikefit.checks import InputError, positive, whole
+from spikefit.models import BaseModel
 from spikefit.stimulus import BaseStimulus
+from spikefit.tasks.calibration.estimator import (
+    Errors,
+    all_within_tolerance,
+    flatten,
+    log_below_target,
+    more_trials,
+    pool,
+    precision_ratio,
+)
+from spikefit.tasks.calibration.jacobian import is_local, sparse_jacobian
+from spikefit.tasks.calibration.solvers import CalibrationSolver, GaussNewton
+from spikefit.tasks.callbacks import WriteFigures, WriteSummary
 from spikefit.tasks.checkpoints import match_state, stamp
-from spikefit.tasks.gauss_newton import GaussNewton, Linearization
+from spikefit.tasks.defaults import DEFAULT_MODEL
+from spikefit.tasks.gauss_newton import Linearization
+from spikefit.tasks.parameters import expand_per_neuron
 from spikefit.tasks.targets import RateTarget, build_targets, check_populations
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-SEED_INTRODUCTION = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7,
-                         abs_ref_strength=-100, rel_ref_strength=-30, coupling_window=5,
-                         theta=5, r=1, dt=1)
-#: The default model of the CLI: the seed introduction's BernoulliGLM.
-DEFAULT_MODEL = lazy_instance(BernoulliGLM, **SEED_INTRODUCTION)
-SOLVERS = ("gauss_newton", "adam")
 #: Most (trial, neuron, step) values simulated and teacher-forced at once (8 MB per float
 #: tensor: bounded memory, and faster than larger chunks, which leave the caches).
 CHUNK_ELEMENTS = 1 << 21
-
-
-@dataclass
-class Errors:
-    """Relative errors of one estimate, averaged over trials (and processes).
-
-    Attributes:
-        residuals: [R] every target's relative errors, flattened (a per-neuron target: N).
-        variance: [R] their sampling variances.
-        targets: [T] each target's error of the mean rate (what convergence judges).
-        target_variance: [T] their sampling variances.
-        trials: trials per process behind the estimate.
-        prior: the variance of one trial's error of each target [T] and its weight (degrees
-            of freedom), carried to the next step.
-    """
-
-    residuals: torch.Tensor
-    variance: torch.Tensor
-    targets: torch.Tensor
-    target_variance: torch.Tensor
-    trials: int
-    prior: tuple[torch.Tensor, float]
 
 
 class RateCalibration(L.LightningModule):
@@ -81,19 +65,20 @@ class RateCalibration(L.LightningModule):
     less variance than spike counts. ThresholdSAM's threshold is differentiated through a
     surrogate, with its noise integrated out.
 
-    **Solver** ``"gauss_newton"`` (default): Levenberg–Marquardt steps
-    (:class:`~spikefit.tasks.gauss_newton.GaussNewton`) on the residuals ρ(e) = log(1 + e)
-    below the target and e above (:func:`log_below_target`: no step overshoots a response
-    between linear and exponential), with the Jacobian from de/dp of the
-    teacher-forced expected rates: one backward pass per scalar target; a per-neuron target's
-    errors depend on a per-neuron parameter only through the neuron's own value (checked on
-    the first step), so that block of J is diagonal and costs one backward pass; its columns
-    for shared parameters are Jacobian-vector products. J is the open-loop response (the
-    history held fixed); the network's feedback (or a surrogate gradient) makes the true
-    response differ, so the solver rescales its steps by the response the next step measures
-    (a secant correction), and halves them when residuals grow. Whatever the scale, the
-    fixed point is where the expected rate, hence the rate, equals the target. ``"adam"``:
-    Adam on the mean squared residual (``lr``, ``lr_decay``).
+    **Solver** :class:`~spikefit.tasks.calibration.GaussNewton` (default):
+    Levenberg–Marquardt steps (:class:`spikefit.tasks.gauss_newton.GaussNewton`) on the
+    residuals ρ(e) = log(1 + e) below the target and e above (:func:`log_below_target`: no
+    step overshoots a response between linear and exponential), with the Jacobian from
+    de/dp of the teacher-forced expected rates: one backward pass per scalar target; a
+    per-neuron target's errors depend on a per-neuron parameter only through the neuron's
+    own value (checked on the first step), so that block of J is diagonal and costs one
+    backward pass; its columns for shared parameters are Jacobian-vector products. J is the
+    open-loop response (the history held fixed); the network's feedback (or a surrogate
+    gradient) makes the true response differ, so the solver rescales its steps by the
+    response the next step measures (a secant correction), and halves them when residuals
+    grow. Whatever the scale, the fixed point is where the expected rate, hence the rate,
+    equals the target. :class:`~spikefit.tasks.calibration.Adam`: Adam on the mean squared
+    residual.
 
     **Precision.** A step pools trials (up to ``max_trials``, each further round as many as
     the variance estimate asks for) until every target's error has a standard error (from
@@ -120,16 +105,14 @@ class RateCalibration(L.LightningModule):
         neuron_rates_hz: target rate of every neuron of a network, in Hz.
         stimulated_rate_hz: target rate of stimulated neurons while stimulated, in Hz.
         stimulus: a stimulus to add to the model (its masks follow the network batches).
-        solver: ``"gauss_newton"`` or ``"adam"``.
+        solver: :class:`~spikefit.tasks.calibration.GaussNewton` (default) or
+            :class:`~spikefit.tasks.calibration.Adam`.
         window_steps: steps simulated per trial of a step.
         equilibration_steps: steps run before each window.
         n_trials: trials per network in a step's first estimate.
         max_trials: most trials pooled in one step (Gauss–Newton), and in a validation.
         precision: standard error of a step's errors near the target, relative to the
             tolerance.
-        damping: damping λ of relative parameter changes (Gauss–Newton).
-        lr: Adam learning rate.
-        lr_decay: multiplicative learning-rate decay per step (Adam).
         tolerance: relative error of the validation rates counted as converged.
         validation_steps: steps of the fresh validation simulation.
         validation_trials: trials of the fresh validation simulation (None: as many as
@@ -144,16 +127,21 @@ class RateCalibration(L.LightningModule):
                  populations: dict[str, tuple[float, float]] | None = None,
                  neuron_rates_hz: list[float] | None = None,
                  stimulated_rate_hz: float | None = None, stimulus: BaseStimulus | None = None,
-                 solver: str = "gauss_newton", window_steps: int = 500,
+                 solver: CalibrationSolver | None = None, window_steps: int = 500,
                  equilibration_steps: int = 100, n_trials: int = 4, max_trials: int = 256,
-                 precision: float = 0.2, damping: float = 1e-3, lr: float = 0.05,
-                 lr_decay: float = 0.98, tolerance: float = 0.02,
+                 precision: float = 0.2, tolerance: float = 0.02,
                  validation_steps: int = 10_000, validation_trials: int | None = None,
                  figures: bool = True, seed: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "stimulus"])
+        self.save_hyperparameters(ignore=["model", "stimulus", "solver"])
         self.automatic_optimization = False
         owner = self.owner = type(self).__name__
+        solver = solver if solver is not None else GaussNewton()
+        if not isinstance(solver, CalibrationSolver):
+            kind = type(solver)
+            given = solver if isinstance(solver, str) else f"{kind.__module__}.{kind.__name__}"
+            raise InputError(f"{owner}.solver", f"{given!r} is not a calibration solver",
+                             "spikefit.tasks.calibration.GaussNewton or Adam")
         check_settings(owner, self.hparams)
         tune = tune if tune is not None else ["theta"]
         rates = {"target_rate_hz": target_rate_hz, "stimulated_rate_hz": stimulated_rate_hz,
@@ -179,6 +167,7 @@ class RateCalibration(L.LightningModule):
         for name in tune:
             available[name].requires_grad_(True)
         self.tuned = tune
+        self.solver = solver
         self.started = time.perf_counter()
         self.achieved: dict[str, float | list[float]] = {}
         self.target_rates: dict[str, float | list[float]] = {}
@@ -191,6 +180,7 @@ class RateCalibration(L.LightningModule):
         self.last_spikes: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ simulation
+    @override
     def setup(self, stage: str) -> None:
         if self.hparams.per_neuron and self.trainer.world_size > 1:
             raise InputError(f"{self.owner}.per_neuron", "per-neuron parameters belong to one "
@@ -200,14 +190,8 @@ class RateCalibration(L.LightningModule):
     def prepare(self, batch: Data, batch_idx: int) -> None:
         """Per-neuron parameters take the batch's size; the stimulus its batch of masks."""
         for name in self.hparams.per_neuron or []:
-            parameter = self.model.get_parameter(name)
-            if parameter.dim() == 0:
-                parameter.data = parameter.data.expand(batch.num_nodes).clone()
-            elif parameter.shape[0] != batch.num_nodes:
-                raise InputError(f"{self.owner}.per_neuron", f"'{name}' has "
-                                 f"{parameter.shape[0]} values but the batch has "
-                                 f"{batch.num_nodes} neurons", "one batch of all networks "
-                                 "(data.batch_size = data.n_networks)")
+            expand_per_neuron(self.model, name, batch.num_nodes, f"{self.owner}.per_neuron",
+                              "one batch of all networks (data.batch_size = data.n_networks)")
         stimulus = self.model.stimulus
         if isinstance(stimulus, BaseStimulus):
             stimulus.set_batch(batch_idx % stimulus.n_batches)
@@ -256,60 +240,17 @@ class RateCalibration(L.LightningModule):
 
     # ------------------------------------------------------------------ estimates
     def errors(self, targets: list[RateTarget], trial_errors: torch.Tensor) -> Errors:
-        """Means and sampling variances of per-trial errors [K, R] (flattened targets),
-        averaged over processes (each process simulates its own networks and trials).
-
-        The variance of one trial's error of each target is pooled with the estimate of the
-        last steps near the target (half its weight per step), so that a step of a few trials
-        does not judge its precision from a few degrees of freedom. (Steps far from the
-        target do not count: the variance changes with the rate.)"""
-        world, reduce = self.trainer.world_size, self.trainer.strategy.reduce
-        trials = trial_errors.shape[0]
-        parts = trial_errors.split([target.rate_hz.numel() for target in targets], dim=1)
-        per_target = torch.stack([target.error_of_mean(part.squeeze(1) if target.rate_hz.dim()
-                                                        == 0 else part)
-                                  for target, part in zip(targets, parts, strict=True)], 1)
-
-        def spread(values: torch.Tensor) -> torch.Tensor:  # variance of one trial's values
-            if trials == 1:
-                return torch.full_like(values[0], math.inf)
-            return reduce(values.var(dim=0), reduce_op="mean")
-
-        degrees = (trials - 1) * world
-        single = spread(per_target)
-        if self.prior is not None and self.prior[1] > 0:
-            variance, weight = self.prior
-            single = ((weight * variance + degrees * single.nan_to_num(posinf=0.0))
-                      / (weight + degrees))
-            degrees += weight
-        return Errors(reduce(trial_errors.mean(dim=0), reduce_op="mean"),
-                      spread(trial_errors) / (trials * world),
-                      reduce(per_target.mean(dim=0), reduce_op="mean"),
-                      single / (trials * world), trials, (single, degrees / 2))
-
-    def within_tolerance_of(self, errors: Errors) -> bool:
-        """Whether every target's error of the mean rate is within the tolerance."""
-        return bool((errors.targets.abs() <= self.hparams.tolerance).all())
-
-    def precision_ratio(self, errors: Errors) -> float:
-        """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
-        enough): a standard error of ``precision × tolerance`` once every error is within the
-        tolerance (the step validation follows), before that of a third of each error (the
-        step surely points the right way and removes most of the error), or that if
-        larger."""
-        hp = self.hparams
-        floor = hp.precision * hp.tolerance
-        if not self.within_tolerance_of(errors):
-            wanted = (errors.targets.abs() / 3).clamp(min=floor)
-            return float((errors.target_variance / wanted ** 2).max())
-        return float((errors.target_variance / floor ** 2).max())
+        """The estimate of per-trial errors [K, R] over all processes, with the variance
+        prior of the last steps near the target (:func:`~.estimator.pool`)."""
+        return pool(targets, trial_errors, self.prior, self.trainer.world_size,
+                    self.trainer.strategy.reduce)
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials
-        pooled until precise enough (:meth:`precision_ratio`): each further round simulates
-        the trials the variance estimate asks for (at most 3× those pooled), in chunks of
-        bounded memory. The Jacobian comes from the first chunk alone (later ones are
-        teacher-forced without gradients): it only shapes the step, which the step scale
+        pooled until precise enough (:func:`~.estimator.precision_ratio`): each further round
+        simulates the trials the variance estimate asks for (at most 3× those pooled), in
+        chunks of bounded memory. The Jacobian comes from the first chunk alone (later ones
+        are teacher-forced without gradients): it only shapes the step, which the step scale
         corrects anyway, while the residuals set the fixed point and need every trial."""
         hp = self.hparams
         per_trial = self.model.memory_steps + hp.window_steps
@@ -325,12 +266,11 @@ class RateCalibration(L.LightningModule):
                 if jacobian is None:
                     jacobian = self.jacobian([error.mean(dim=0) for error in trial_errors])
             errors = self.errors(targets, torch.cat(pooled))
-            ratio, have = self.precision_ratio(errors), errors.trials
-            if ratio <= 1 or have >= hp.max_trials:
+            ratio = precision_ratio(errors, hp.tolerance, hp.precision)
+            if ratio <= 1 or errors.trials >= hp.max_trials:
                 break
-            needed = math.ceil(1.1 * have * ratio) if math.isfinite(ratio) else 2 * have
-            wanted = min(max(needed - have, 1), 3 * have, hp.max_trials - have)
-        self.prior = errors.prior if self.within_tolerance_of(errors) else None
+            wanted = more_trials(ratio, errors.trials, hp.max_trials)
+        self.prior = errors.prior if all_within_tolerance(errors, hp.tolerance) else None
         jacobian = jacobian.coalesce()
         if self.trainer.world_size > 1:
             jacobian = self.trainer.strategy.reduce(jacobian.to_dense(), reduce_op="mean")
@@ -338,83 +278,25 @@ class RateCalibration(L.LightningModule):
         return log_below_target(Linearization(errors.residuals, jacobian, errors.variance))
 
     def jacobian(self, errors: list[torch.Tensor]) -> torch.Tensor:
-        """J [R, P] (sparse COO) of the targets' errors (flattened in order; a scalar or one
-        per neuron each) with respect to the tuned parameters (flattened in ``tune`` order).
-
-        A scalar target's row is one backward pass. A per-neuron target's errors depend on a
-        per-neuron parameter only through the neuron's own value (checked by
-        :meth:`check_locality`), so that block is diagonal: one backward pass of their sum;
-        its columns for the shared parameters are Jacobian-vector products."""
-        parameters = [self.model.get_parameter(name) for name in self.tuned]
-        sizes = [parameter.numel() for parameter in parameters]
-        starts = [0, *itertools.accumulate(sizes)][:-1]
-        local = [name in (self.hparams.per_neuron or []) for name in self.tuned]
-        rows, columns, values = [], [], []
-
-        def add(row: torch.Tensor | int, column: torch.Tensor | int,
-                value: torch.Tensor | None) -> None:
-            if value is not None:
-                value = value.detach().reshape(-1)
-                rows.append(torch.as_tensor(row, device=value.device).expand_as(value))
-                columns.append(torch.as_tensor(column, device=value.device).expand_as(value))
-                values.append(value)
-
-        first = 0
-        for error in errors:
-            device = error.device
-            if not error.requires_grad:  # no tuned parameter reaches this target
-                first += error.numel()
-                continue
-            if error.dim() == 0:
-                gradients = torch.autograd.grad(error, parameters, retain_graph=True,
-                                                allow_unused=True)
-                for start, size, gradient in zip(starts, sizes, gradients, strict=True):
-                    add(first, start + torch.arange(size, device=device), gradient)
-                first += 1
-                continue
-            neurons = torch.arange(error.numel(), device=device)
-            own = [parameter for parameter, is_local in zip(parameters, local, strict=True)
-                   if is_local]
-            diagonals = (torch.autograd.grad(error.sum(), own, retain_graph=True,
-                                             allow_unused=True) if own else [])
-            if own and not self.locality_checked:
-                self.check_locality(error, own, diagonals)
-            own_starts = [s for s, is_local in zip(starts, local, strict=True) if is_local]
-            for start, diagonal in zip(own_starts, diagonals, strict=True):
-                add(first + neurons, start + neurons, diagonal)
-            shared = [(p, s) for p, s, is_local in zip(parameters, starts, local, strict=True)
-                      if not is_local]
-            if shared:
-                probe, products = vector_jacobian([p for p, _ in shared], error)
-                for (parameter, start), product in zip(shared, products, strict=True):
-                    for j, tangent in enumerate(torch.eye(parameter.numel(), device=device)):
-                        add(first + neurons, start + j,
-                            jacobian_vector(probe, [product], [tangent.view_as(parameter)]))
-            first += error.numel()
-        if not values:  # no tuned parameter reaches any target
-            return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long),
-                                           torch.zeros(0), (first, sum(sizes))).to(self.device)
-        indices = torch.stack([torch.cat(rows), torch.cat(columns)]).long()
-        return torch.sparse_coo_tensor(indices, torch.cat(values), (first, sum(sizes)),
-                                       check_invariants=True)
+        """J [R, P] (sparse COO) of the targets' errors (a scalar or one per neuron each)
+        with respect to the tuned parameters, flattened in ``tune`` order
+        (:func:`~.jacobian.sparse_jacobian`)."""
+        per_neuron = self.hparams.per_neuron or []
+        return sparse_jacobian(errors, [self.model.get_parameter(name) for name in self.tuned],
+                               [name in per_neuron for name in self.tuned], self.check_locality)
 
     def check_locality(self, error: torch.Tensor, own: list[torch.Tensor],
                        diagonals: list[torch.Tensor | None]) -> None:
-        """Checks with one random Jacobian-vector product that each neuron's error depends
-        on the per-neuron parameters only through the neuron's own values."""
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        tangents = [torch.randn(p.shape, generator=generator).to(p.device) for p in own]
-        probe, products = vector_jacobian(own, error)
-        exact = jacobian_vector(probe, products, tangents)
-        diagonal = sum((d * t for d, t in zip(diagonals, tangents, strict=True)
-                        if d is not None), torch.zeros_like(error))
-        if not torch.allclose(exact, diagonal, rtol=1e-3, atol=1e-4 * float(
-                diagonal.abs().max()) + 1e-12):
+        """Checks once (with one random Jacobian-vector product) that each neuron's error
+        depends on the per-neuron parameters only through the neuron's own values."""
+        if self.locality_checked:
+            return
+        if not is_local(error, own, diagonals, torch.Generator().manual_seed(self.hparams.seed)):
             names = [n for n in self.tuned if n in (self.hparams.per_neuron or [])]
             raise InputError(f"{self.owner}.per_neuron", f"{names} reach other neurons' rates "
                              f"under teacher forcing in {type(self.model).__name__}, so the "
                              f"Gauss–Newton solver's diagonal Jacobian does not hold",
-                             "solver: adam for these parameters")
+                             "solver Adam for these parameters")
         self.locality_checked = True
 
     def check_finite(self, trial_errors: torch.Tensor) -> torch.Tensor:
@@ -426,13 +308,12 @@ class RateCalibration(L.LightningModule):
             raise InputError(f"{self.owner}.model", f"the calibration loss became "
                              f"{loss.item()} at step {self.global_step} ({values})",
                              "finite expected rates: start the tuned parameters nearer the "
-                             "target" + (", or lower lr" if self.hparams.solver == "adam"
-                                         else ""))
+                             "target" + self.solver.remedy)
         return trial_errors
 
     def record(self, targets: list[RateTarget], errors: Errors) -> None:
         """Logs a step's estimate and notes whether it was within tolerance."""
-        self.within_tolerance = self.within_tolerance_of(errors)
+        self.within_tolerance = all_within_tolerance(errors, self.hparams.tolerance)
         parts = errors.residuals.split([target.rate_hz.numel() for target in targets])
         loss = torch.stack([part.square().mean() for part in parts]).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
@@ -444,21 +325,11 @@ class RateCalibration(L.LightningModule):
             self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
 
     # ------------------------------------------------------------------ steps
+    @override
     def training_step(self, batch: Data, batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        if self.hparams.solver == "gauss_newton":
-            optimizer.step(closure=lambda: self.linearize(batch, batch_idx))
-            return
-        trials = self.hparams.n_trials
-        targets, trial_errors = self.trial_errors(batch, batch_idx, trials, draw=0)
-        errors = self.errors(targets, self.check_finite(flatten(trial_errors)))
-        loss = torch.stack([(e.mean(dim=0) ** 2).mean() for e in trial_errors]).mean()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-        self.lr_schedulers().step()
-        self.record(targets, errors)
+        self.solver.step(self, batch, batch_idx)
 
+    @override
     def validation_step(self, batch: Data, batch_idx: int) -> None:
         """A fresh simulation (another seed), after steps that started within tolerance and
         at the last epoch; skipped otherwise."""
@@ -494,6 +365,7 @@ class RateCalibration(L.LightningModule):
         return min(self.hparams.max_trials,
                    math.ceil(9 / (self.hparams.tolerance ** 2 * spikes)))
 
+    @override
     def on_validation_epoch_end(self) -> None:
         if not self.validated:
             return
@@ -509,10 +381,12 @@ class RateCalibration(L.LightningModule):
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         stamp(checkpoint, self, prior=self.prior, within_tolerance=self.within_tolerance,
               locality_checked=self.locality_checked)
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Per-neuron parameters take their checkpointed size, and the solver's state (the
         variance prior, whether the last step was within tolerance) carries on, so a resumed
@@ -523,17 +397,21 @@ class RateCalibration(L.LightningModule):
         self.within_tolerance = state.get("within_tolerance", False)
         self.locality_checked = state.get("locality_checked", False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
-        parameters = [self.model.get_parameter(name) for name in self.tuned]
-        if self.hparams.solver == "gauss_newton":
-            return GaussNewton(parameters, damping=self.hparams.damping)
-        optimizer = torch.optim.Adam(parameters, lr=self.hparams.lr)
-        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.hparams.lr_decay)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+    @override
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        return self.solver.build([self.model.get_parameter(name) for name in self.tuned])
+
+    @override
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The figures (with ``figures``) and the summary, written at the end of a fit."""
+        return [WriteFigures(), WriteSummary()] if self.hparams.figures else [WriteSummary()]
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict:
-        """What the run achieved, as written to ``summary.json``."""
+        """What the run achieved, as written to ``summary.json`` (empty before the first
+        validation: nothing to report)."""
+        if self.last_spikes is None:
+            return {}
         return {
             "task": "calibration",
             "model": type(self.model).__name__,
@@ -541,7 +419,7 @@ class RateCalibration(L.LightningModule):
             "achieved_rate_hz": self.achieved,
             "parameters": {name: self.model.get_parameter(name).tolist() for name in self.tuned},
             "converged": self.converged,
-            "solver": self.hparams.solver,
+            "solver": type(self.solver).__name__,
             "steps": self.global_step,
             "tolerance": self.hparams.tolerance,
             "validation_steps": self.hparams.validation_steps,
@@ -549,114 +427,56 @@ class RateCalibration(L.LightningModule):
             "wall_time_s": time.perf_counter() - self.started,
         }
 
-    def figures(self) -> dict[str, plt.Figure]:
+    @staticmethod
+    def describe(summary: dict) -> str:
+        """The one-line console summary of :meth:`summary`."""
+        achieved = ", ".join(f"{k} {torch.tensor(summary['achieved_rate_hz'][k]).mean():.3f} Hz "
+                             f"(target {torch.tensor(v).mean():g})"
+                             for k, v in summary["targets"].items())
+        parameters = ", ".join(f"{k} = {torch.tensor(v).mean():.4g}"
+                               + (" (mean)" if isinstance(v, list) else "")
+                               for k, v in summary["parameters"].items())
+        trials = summary["validation_trials"]
+        return (f"\nspikefit calibration: {achieved} on {summary['validation_steps']} fresh "
+                f"steps × {trials} trial{'s' * (trials > 1)}: "
+                f"{'converged' if summary['converged'] else 'NOT converged'}; "
+                f"{parameters}; {summary['wall_time_s']:.1f} s")
+
+    def figures(self) -> dict[str, Figure]:
         """Raster (at most the first 100 neurons and 2,000 steps of the last validation's
-        first trial) and the histogram of its neurons' rates, titles saying what they show."""
+        first trial) and the histogram of its neurons' rates, titles saying what they show
+        (none before the first validation)."""
+        if self.last_spikes is None:
+            return {}
+        from matplotlib.figure import Figure
+
         spikes = self.last_spikes
         dt = float(self.model.dt)
         steps, neurons = spikes.shape
         shown_steps, shown = min(steps, 2000), min(neurons, 100)
-        raster, axis = plt.subplots(figsize=(8, 4))
+        raster = Figure(figsize=(8, 4))
+        axis = raster.subplots()
         step, neuron = spikes[:shown_steps, :shown].nonzero(as_tuple=True)
         axis.scatter(step.cpu() * dt, neuron.cpu(), s=1, c="k")
         which = f"all {neurons}" if shown == neurons else f"first {shown} of {neurons}"
         axis.set(xlabel="time (ms)", ylabel="neuron",
                  title=f"validation raster: {which} neurons, first {shown_steps * dt:g} of "
                        f"{steps * dt:g} ms (trial 1)")
-        histogram, axis = plt.subplots(figsize=(5, 4))
+        histogram = Figure(figsize=(5, 4))
+        axis = histogram.subplots()
         axis.hist((spikes.mean(dim=0) / dt * 1000).cpu(), bins=30)
         axis.set(xlabel="firing rate (Hz)", ylabel="neurons",
                  title=f"rates of all {neurons} neurons over {steps * dt:g} ms (trial 1)")
         return {"raster": raster, "rate_histogram": histogram}
 
-    def on_fit_end(self) -> None:
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # collective
-        if not self.trainer.is_global_zero or self.last_spikes is None:
-            return
-        log_dir.mkdir(parents=True, exist_ok=True)
-        for name, figure in (self.figures() if self.hparams.figures else {}).items():
-            figure.savefig(log_dir / f"{name}.png", dpi=120, bbox_inches="tight")
-            if hasattr(self.logger, "experiment") and hasattr(self.logger.experiment,
-                                                              "add_figure"):
-                self.logger.experiment.add_figure(name, figure, self.global_step)
-            plt.close(figure)
-        summary = self.summary()
-        (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        achieved = ", ".join(f"{k} {torch.tensor(self.achieved[k]).mean():.3f} Hz (target "
-                             f"{torch.tensor(v).mean():g})" for k, v in self.target_rates.items())
-        parameters = ", ".join(f"{k} = {torch.tensor(v).mean():.4g}"
-                               + (" (mean)" if isinstance(v, list) else "")
-                               for k, v in summary["parameters"].items())
-        print(f"\nspikefit calibration: {achieved} on {self.hparams.validation_steps} fresh "
-              f"steps × {self.validated_trials} trial{'s' * (self.validated_trials > 1)}: "
-              f"{'converged' if summary['converged'] else 'NOT converged'}; "
-              f"{parameters}; {summary['wall_time_s']:.1f} s\nsummary: {log_dir / 'summary.json'}")
-
-
-def log_below_target(linear: Linearization, floor: float = 1e-3) -> Linearization:
-    r"""The linearization of :math:`\rho(e) = \log(1 + e)` for rates below their target
-    (e < 0) and of e itself above, from one of the relative errors e.
-
-    Rates respond to an input offset (θ, b) between linearly (rectified links) and
-    exponentially (exponential and logistic links, below saturation). A Newton step on the
-    rate ratio itself overshoots an exponential response from below (theta 5 → 10 Hz: +8.6%
-    after the first step) and one on its logarithm overshoots a linear response from above
-    (a rectified network driven past zero goes silent, with no gradient left). ρ takes the
-    logarithm below the target and the ratio above: each step is exact for one of the two
-    responses and falls short for the other, never overshooting for any response in between
-    (ρ and its slope are continuous at the target, so near it nothing changes). Rows of J
-    and the standard errors are divided by 1 + e where e < 0 (1 + e floored at ``floor``).
-    """
-    ratio = 1 + linear.residuals
-    below = ratio < 1
-    slope = torch.where(below, 1 / ratio.clamp(min=floor), torch.ones_like(ratio))
-    residuals = torch.where(below, ratio.clamp(min=floor).log(), linear.residuals)
-    jacobian = linear.jacobian.to_sparse().coalesce()  # (dense when reduced over processes)
-    rows = slope[jacobian.indices()[0]].to(jacobian.dtype)
-    jacobian = torch.sparse_coo_tensor(jacobian.indices(), jacobian.values() * rows,
-                                       jacobian.shape, check_invariants=True)
-    return Linearization(residuals, jacobian, linear.variance * slope.square())
-
-
-def flatten(trial_errors: list[torch.Tensor]) -> torch.Tensor:
-    """Per-trial errors of every target, [K] or [K, N] each, as one detached [K, R]."""
-    return torch.cat([error.detach().reshape(error.shape[0], -1) for error in trial_errors], 1)
-
-
-def vector_jacobian(inputs: list[torch.Tensor],
-                    output: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """A probe u shaped like ``output`` and the products uᵀ d(output)/d(input) for every
-    input, differentiable in u (for :func:`jacobian_vector`)."""
-    probe = torch.zeros_like(output, requires_grad=True)
-    products = torch.autograd.grad(output, inputs, grad_outputs=probe, create_graph=True,
-                                   allow_unused=True)
-    return probe, list(products)
-
-
-def jacobian_vector(probe: torch.Tensor, products: list[torch.Tensor | None],
-                    tangents: list[torch.Tensor]) -> torch.Tensor:
-    """The Jacobian-vector product Σ d(output)/d(input) · tangent by a second reverse pass
-    through :func:`vector_jacobian`'s products (zeros where the output does not depend on
-    the inputs)."""
-    total = sum(((product * tangent).sum() for product, tangent
-                 in zip(products, tangents, strict=True)
-                 if product is not None and product.requires_grad), torch.zeros(()))
-    if not total.requires_grad:
-        return torch.zeros_like(probe)
-    (result,) = torch.autograd.grad(total, probe, retain_graph=True, allow_unused=True)
-    return torch.zeros_like(probe) if result is None else result
-
 
 def check_settings(owner: str, settings: dict) -> None:
     """Raises an InputError naming the first out-of-range setting of the calibration."""
-    one_of(f"{owner}.solver", settings["solver"], SOLVERS)
     for name in ("window_steps", "n_trials", "validation_steps"):
         whole(f"{owner}.{name}", settings[name], 1, "of steps" if "steps" in name else "")
     whole(f"{owner}.equilibration_steps", settings["equilibration_steps"], 0, "of steps")
     whole(f"{owner}.max_trials", settings["max_trials"], settings["n_trials"])
     if settings["validation_trials"] is not None:
         whole(f"{owner}.validation_trials", settings["validation_trials"], 1)
-    for name in ("precision", "lr", "tolerance"):
+    for name in ("precision", "tolerance"):
         positive(f"{owner}.{name}", settings[name])
-    non_negative(f"{owner}.damping", settings["damping"])
-    in_range(f"{owner}.lr_decay", settings["lr_decay"], 0, 1, low_open=True)

@@ -303,6 +303,10 @@ RECORDINGS = [
     Case("negative ridge strength",
          likelihood(good, extra="    regularizer: {class_path: spikefit.tasks.regularizers.L2,"
                                 " init_args: {strength: -1}}\n"), "model.regularizer.strength"),
+    Case("Newton with L1",
+         likelihood(good, extra="    regularizer: {class_path: spikefit.tasks.regularizers.L1,"
+                                " init_args: {strength: 0.001}}\n    solver: {class_path: "
+                                "spikefit.tasks.solvers.Newton}\n"), "model.regularizer"),
     Case("Newton with a shared parameter",
          likelihood(good, extra="    fit: [beta]\n    solver: {class_path: "
                                 "spikefit.tasks.solvers.Newton}\n"), "model.fit"),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from typing_extensions import override
 
 
@@ -76,3 +77,11 @@ class WriteFigures(RunOutput):
             if hasattr(experiment, "add_figure"):
                 experiment.add_figure(name, figure, trainer.global_step)
 
+
+class WriteCouplingMatrix(RunOutput):
+    """``fitted_W0.npy``: the task's ``coupling_matrix()``, dense [N, N] indexed [pre, post]."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        np.save(log_dir / "fitted_W0.npy", pl_module.coupling_matrix().detach().cpu().numpy())

@@ -111,7 +111,7 @@ class Newton(Solver):
 
     For fits whose parameters are one block per neuron that moves its input linearly: the
     coupling weights, the refractory scale and per-neuron offsets such as θ or b (see
-    :class:`~spikefit.tasks.design.LinearDesign`). Each iteration solves the per-neuron
+    :class:`~spikefit.tasks.likelihood.newton.LinearDesign`). Each iteration solves the per-neuron
     systems :math:`H_i \delta_i = -\nabla_i f` exactly, so it converges quadratically: a
     handful of iterations instead of the hundred gradient evaluations of L-BFGS. A step
     runs up to ``max_iter`` iterations and has converged when half the Newton decrement

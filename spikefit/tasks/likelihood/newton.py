@@ -1,11 +1,112 @@
-"""The per-neuron linear design of a GLM fit, for Newton's method."""
+"""Newton's per-neuron system of a likelihood fit: the linear design of every neuron's block
+and the gradient and Hessian assembled from it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from spikefit.checks import InputError
+from spikefit.data.spike_trains import Chunk
 from spikefit.models.coupling import to_csr
+from spikefit.tasks.likelihood.objective import Prepared, link_derivatives
+from spikefit.tasks.regularizers import Regularizer
+from spikefit.tasks.solvers import NewtonSystem
+
+if TYPE_CHECKING:
+    from spikefit.tasks.likelihood.task import LikelihoodFit
+
+
+def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[int], Prepared],
+                  scale: torch.Tensor, objective: Callable[[], torch.Tensor]) -> NewtonSystem:
+    """The ``objective`` of ``fit``'s training step (the chunks' negative log-likelihood,
+    weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
+    its incoming coupling weights, its refractory scale and its offsets, in that order
+    (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets."""
+    strategy = fit.trainer.strategy
+    designs: dict[int, LinearDesign] = {}
+
+    def design(k: int) -> LinearDesign:
+        if k not in designs:
+            bins = batch[k]["bins"]
+            presynaptic, own = (None if t is None else t[0, :, -bins:].t()
+                                for t in prepared(k)[0])
+            designs[k] = LinearDesign(
+                presynaptic if fit.fits_coupling else None,
+                own if fit.refractory_scale is not None else None,
+                fit.offset_signs, fit.model.recurrence().detach(), fit.solver.max_pairs)
+        return designs[k]
+
+    def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        total, gradient, hessian = 0.0, 0.0, 0.0
+        for k, chunk in enumerate(batch):
+            traces, targets = prepared(k)
+            weight = chunk["weight"] * scale
+            with torch.no_grad():
+                input = fit.chunk_input(chunk, traces)
+            input.requires_grad_()
+            link = fit.observation.link(fit.model, input)
+            slope, = torch.autograd.grad(link.sum(), input, create_graph=True)
+            curvature, = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
+            link, slope = link.detach(), slope.detach()
+            first, index, second = link_derivatives(fit.observation, targets, link)
+            d = weight * first * slope  # derivatives of the objective in g
+            w = weight * first * curvature
+            w[index] += weight * second * slope[index].square()
+            g, h = design(k).blocks(d, w)
+            nll = -weight * fit.observation.log_likelihood_of_link(targets, link)
+            total, gradient, hessian = total + nll, gradient + g, hessian + h
+        if fit.regularizer is not None and fit.fits_coupling:
+            penalty_gradient, penalty_curvature = penalty_derivatives(fit.regularizer,
+                                                                      fit.coupling_weights)
+            pre, post = fit.edge_index
+            gradient[post, pre] += penalty_gradient
+            hessian[post, pre, pre] += penalty_curvature
+            total = total + fit.penalty().detach()
+        free = fit.block_mask()
+        gradient = gradient * free
+        hessian = torch.where(free.unsqueeze(1) & free.unsqueeze(2), hessian,
+                              torch.eye(free.shape[1], device=hessian.device))
+        return tuple(strategy.reduce(x, reduce_op="mean") for x in (total, gradient, hessian))
+
+    def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
+        by_parameter, first = {}, 0
+        if fit.fits_coupling:
+            pre, post = fit.edge_index
+            by_parameter[fit.coupling_weights] = step[post, pre]
+            first = fit.n_neurons
+        if fit.refractory_scale is not None:
+            by_parameter[fit.refractory_scale] = step[:, first]
+            first += 1
+        for k, name in enumerate(fit.fitted):
+            by_parameter[fit.model.get_parameter(name)] = step[:, first + k]
+        return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
+
+    return NewtonSystem(blocks, objective, to_parameters)
+
+
+def block_mask(edge_index: torch.Tensor | None, n: int, width: int,
+               device: torch.device) -> torch.Tensor:
+    """[N, P]: which entries of each neuron's block of ``width`` are fitted: all but the
+    absent coupling weights (the pairs not in ``edge_index``, e.g. the self-coupling; None:
+    the coupling is not fitted)."""
+    free = torch.ones(n, width, dtype=torch.bool, device=device)
+    if edge_index is not None:
+        coupled = torch.zeros(n, n, dtype=torch.bool, device=device)
+        coupled[edge_index[1], edge_index[0]] = True
+        free[:, :n] = coupled
+    return free
+
+
+def penalty_derivatives(regularizer: Regularizer,
+                        weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and second derivatives of the (separable) penalty in each coupling weight."""
+    weights = weights.detach().requires_grad_()
+    first, = torch.autograd.grad(regularizer(weights), weights, create_graph=True)
+    second, = torch.autograd.grad(first.sum(), weights, materialize_grads=True)
+    return first.detach(), second
 
 
 class LinearDesign:

@@ -1,0 +1,89 @@
+"""The likelihood of a chunk of recorded bins under teacher forcing, and the pieces of its
+gradient: the inputs, the step's cache of traces and targets, and the link's derivatives."""
+
+from __future__ import annotations
+
+import torch
+from torch_geometric.data import Data
+
+from spikefit.data.spike_trains import Chunk
+from spikefit.models import BaseModel
+from spikefit.tasks.observation import Observations, at_spikes
+
+#: A chunk's spike traces (as :meth:`~spikefit.models.BaseModel.spike_traces`; None where
+#: they depend on fitted parameters) and its sparse target counts [S, N].
+Prepared = tuple[tuple | None, torch.Tensor]
+
+
+def targets_of(chunk: Chunk) -> torch.Tensor:
+    """The counts [S, N] of the chunk's last S bins (the ones it evaluates)."""
+    return chunk["spikes"][:, -chunk["bins"]:].t()
+
+
+def forced_input(model: BaseModel, chunk: Chunk, network: Data | None,
+                 coupling: torch.Tensor | None, self_scale: torch.Tensor | None,
+                 traces: tuple | None = None) -> torch.Tensor:
+    """The teacher-forced input g [S, N] of the chunk's last S bins, given the recorded
+    history, coupled by the ``network``'s weights or the dense ``coupling`` [N, N] and with
+    the self kernel scaled by ``self_scale`` [N]; ``traces`` are the chunk's
+    :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
+    spikes, bins = chunk["spikes"].unsqueeze(0), chunk["bins"]
+    if traces is None:
+        traces = model.spike_traces(spikes)
+    traces = tuple(None if t is None else t[..., -bins:] for t in traces)
+    first = chunk["start"] + spikes.shape[-1] - bins
+    g = model.input_from_spikes(network, spikes[..., -bins:], start=first, coupling=coupling,
+                                self_scale=self_scale, traces=traces)
+    return g[0].t()
+
+
+def time_major(trace: torch.Tensor) -> torch.Tensor:
+    """``trace`` [K, N, S] stored with the neurons of a step next to each other."""
+    return trace.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+class StepCache:
+    """Each chunk's spike traces and sparse target counts, computed on first use and kept
+    for the step's later evaluations: the traces time-major, as the products read them,
+    unless they depend on fitted (kernel) parameters.
+
+    Args:
+        model: the fitted model.
+        batch: the step's chunks.
+    """
+
+    def __init__(self, model: BaseModel, batch: list[Chunk]) -> None:
+        self.model, self.batch = model, batch
+        self.prepared: dict[int, Prepared] = {}
+
+    def __call__(self, k: int) -> Prepared:
+        """Chunk k's traces and targets."""
+        if k not in self.prepared:
+            chunk = self.batch[k]
+            traces = self.model.spike_traces(chunk["spikes"].unsqueeze(0))
+            fixed = not any(t is not None and t.requires_grad for t in traces)
+            targets = targets_of(chunk).to_sparse().coalesce()
+            self.prepared[k] = (tuple(None if t is None else time_major(t) for t in traces)
+                                if fixed else None), targets
+        return self.prepared[k]
+
+
+def link_derivatives(observation: Observations, targets: torch.Tensor, link: torch.Tensor
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Derivatives of the negative log-likelihood in the link output m [S, N] of a chunk
+    with sparse ``targets``: the first everywhere (1 where no spike, as log P(0 | m) = -m
+    for both distributions), the spikes' index and the second there (0 elsewhere)."""
+    counts, fired = at_spikes(targets, link.detach())
+    first, second = observation.spike_link_derivatives(counts, fired)
+    index = tuple(targets.indices())
+    gradient = torch.ones_like(link, requires_grad=False)
+    gradient[index] = -first
+    return gradient, index, -second
+
+
+def surrogate(observation: Observations, targets: torch.Tensor,
+              link: torch.Tensor) -> torch.Tensor:
+    """A scalar whose gradient is that of the chunk's negative log-likelihood, from its
+    exact derivatives in the link output m (:func:`link_derivatives`), so that the backward
+    pass runs through m alone."""
+    return (link * link_derivatives(observation, targets, link)[0]).sum()

@@ -76,17 +76,29 @@ def _types(subtypes: str) -> str:
     return " or ".join("null" if part == "NoneType" else part for part in parts if part)
 
 
+def _imported(class_path: str | None) -> type | None:
+    """The class at ``class_path`` (None if it cannot be imported)."""
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        return getattr(import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
 def _options(class_path: str | None) -> list[str]:
     """The constructor arguments of ``class_path`` (empty if it cannot be imported)."""
-    if not class_path:
-        return []
-    module, _, name = class_path.rpartition(".")
     try:
-        target = getattr(import_module(module), name)
-        return [p for p in inspect.signature(target).parameters if p not in ("self", "args",
-                                                                               "kwargs")]
-    except (ImportError, AttributeError, TypeError, ValueError):
+        parameters = inspect.signature(_imported(class_path)).parameters
+    except (TypeError, ValueError):
         return []
+    return [p for p in parameters if p not in ("self", "args", "kwargs")]
+
+
+def _subclasses(class_path: str | None) -> str:
+    """``A or B``: the names of the direct subclasses of ``class_path`` ('' if none)."""
+    target = _imported(class_path)
+    return " or ".join(sub.__name__ for sub in target.__subclasses__()) if isinstance(
+        target, type) else ""
 
 
 def from_parser(chain: list[BaseException]) -> InputError:
@@ -111,8 +123,10 @@ def from_parser(chain: list[BaseException]) -> InputError:
         options = _options(class_path)
         close = difflib.get_close_matches(match.group(1), options, n=1)
         owner = class_path.rsplit(".", 1)[-1] if class_path else "this object"
+        kinds = "" if options else _subclasses(class_path)
         expected = (f"an option of {owner}: did you mean {close[0]}?" if close else
-                    f"an option of {owner}: {', '.join(options)}" if options else None)
+                    f"an option of {owner}: {', '.join(options)}" if options else
+                    f"the class first, --{field} {kinds}, then its options" if kinds else None)
         return InputError(".".join([*keys, match.group(1)]), "is not an option", expected)
     if match := re.match(r"unrecognized arguments: (\S+)", innermost):
         return InputError(match.group(1), "is not an option", f"an option listed by {HELP}")
@@ -131,7 +145,10 @@ def from_parser(chain: list[BaseException]) -> InputError:
         return InputError(field or "arguments", f"{match.group(2).strip()!r} is not valid",
                           expected)
     if match := re.match(r"Expected a dot import path string: (.*)", innermost):
+        base = re.search(r"<class '([\w.]+)'>", subtypes or "")
+        kinds = _subclasses(base.group(1)) if base else ""
         return InputError(field or "class_path", f"{match.group(1)!r} is not a class path",
+                          f"{kinds}, or the import path of a class" if kinds else
                           "the import path of a class, e.g. spikefit.tasks.LikelihoodFit")
     if class_path is not None and isinstance(chain[-1], (ImportError, AttributeError)):
         return InputError(field or "class_path", f"cannot import {class_path!r}",

@@ -149,6 +149,8 @@ FIT_FLAGS = [
          "model.solver.damping"),
     Case("learning rate of Gauss-Newton",
          fit("--model.solver", "GaussNewton", "--model.solver.lr", "0.1"), "model.solver.lr"),
+    Case("damping without a solver", fit("--model.solver.damping", "0.1"),
+         "model.solver.damping"),
     Case("empty window", fit("--model.window_steps", "0"), "model.window_steps"),
     Case("fractional window", fit("--model.window_steps", "2.5"), "model.window_steps"),
     Case("negative population rate",

@@ -18,7 +18,8 @@ def dense_to_graph(W0: Tensor) -> Data:
 
 def graph_to_dense(data: Data) -> Tensor:
     """Dense weight matrix ``[N, N]`` indexed ``[pre, post]`` of a network (block-diagonal for
-    a batch of networks); weights of repeated edges add up."""
+    a batch of networks), or ``[N, N, B]`` for weights per basis function ``[E, B]``; weights
+    of repeated edges add up."""
     n = data.num_nodes
-    dense = torch.zeros(n, n, dtype=data.W0.dtype, device=data.W0.device)
+    dense = torch.zeros(n, n, *data.W0.shape[1:], dtype=data.W0.dtype, device=data.W0.device)
     return dense.index_put_(tuple(data.edge_index), data.W0, accumulate=True)

@@ -113,6 +113,19 @@ class BaseModel(MessagePassing):
         [E, B] (one weight per basis function)."""
         return W0
 
+    def basis_weights(self, W0: torch.Tensor) -> torch.Tensor:
+        """:meth:`edge_weights`, checked against the coupling basis: [E] for one function,
+        [E, B] for B; an InputError naming ``W0`` otherwise."""
+        weights, n_basis = self.edge_weights(W0), len(self.coupling_basis())
+        if (n_basis == 1 and weights.dim() != 1) or (n_basis > 1 and (
+                weights.dim() != 2 or weights.shape[1] != n_basis)):
+            expected = "[E], one weight per edge" if n_basis == 1 else (
+                f"[E, {n_basis}], one weight per edge and basis function")
+            raise InputError("W0", f"shape {list(weights.shape)} does not fit "
+                             f"{type(self).__name__}'s {n_basis}-function coupling basis",
+                             expected)
+        return weights
+
     def self_kernel(self) -> torch.Tensor | None:
         r"""Self (refractory) kernel :math:`\mathrm{ref}(\tau)`, [T] or [N, T], or ``None``."""
         return None
@@ -177,7 +190,7 @@ class BaseModel(MessagePassing):
             ``(W [E', T], edge_index [2, E'])``.
         """
         check_graph(edge_index, W0, num_nodes)
-        weights, basis = self.edge_weights(W0), self.coupling_basis().flip(-1)
+        weights, basis = self.basis_weights(W0), self.coupling_basis().flip(-1)
         W = weights.unsqueeze(1) * basis[0] if weights.dim() == 1 else weights @ basis
         ref = self.self_kernel()
         if ref is None:
@@ -310,7 +323,7 @@ class BaseModel(MessagePassing):
             return self.input_by_steps(data, spikes, start)
         trace, own = self.spike_traces(spikes) if traces is None else traces
         if coupling is None:  # one sparse product per trial: no transposed copy of the traces
-            sums = postsynaptic_sums(data.edge_index, self.edge_weights(data.W0.float()), n)
+            sums = postsynaptic_sums(data.edge_index, self.basis_weights(data.W0.float()), n)
             synaptic = torch.stack([sums @ part for part in trace])
         else:
             synaptic = (trace.transpose(-1, -2) @ coupling).transpose(-1, -2)
@@ -343,9 +356,12 @@ class BaseModel(MessagePassing):
              for step in range(spikes.shape[2])], dim=-1) for trial in history])
 
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
-        """Expected spike count per step given the noise-free input (default: the
-        non-linearity, which is the expected count or probability for GLMs and LNPs)."""
-        return self.non_linearity(input)
+        """Expected spike count per step given the noise-free input: the emission's
+        :meth:`~spikefit.models.emissions.Emission.mean` of the non-linearity (for GLMs and
+        LNPs the non-linearity itself, the probability or the mean count)."""
+        emission = self.effective_emission
+        rates = self.non_linearity(input)
+        return rates if emission is None else emission.mean(self, rates)
 
     def forward(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
                 t: int = -1) -> torch.Tensor:

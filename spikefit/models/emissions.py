@@ -65,6 +65,11 @@ class Emission:
         """Spike counts (floats) drawn given ``rates``."""
         raise NotImplementedError
 
+    def mean(self, model, rates: torch.Tensor) -> torch.Tensor:
+        """The expected spike count per step given ``rates`` (default: the rate itself, the
+        probability or the mean count)."""
+        return rates
+
     def link(self, model, input: torch.Tensor) -> torch.Tensor:
         """The likelihood parameter m of ``input`` (default: the rate)."""
         return self.rates(model, input)
@@ -117,7 +122,8 @@ class Bernoulli(Emission):
         one (the logistic link's needs no rounding of p)."""
         if isinstance(self.inverse_link, Logistic):
             return self.inverse_link.hazard(model, input)
-        return -torch.log1p(-self.rates(model, input).clamp(max=1 - self.floor))
+        rates = self.rates(model, input)
+        return -torch.log1p(-rates.clamp(max=1 - torch.finfo(rates.dtype).eps))
 
     def link(self, model, input: torch.Tensor) -> torch.Tensor:
         return self.hazard(model, input)
@@ -178,3 +184,8 @@ class Threshold(Emission):
 
     def sample(self, model, rates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return (rates > model.theta).float()
+
+    def mean(self, model, rates: torch.Tensor) -> torch.Tensor:
+        """[g > θ]: without a gradient (a model calibrated through its threshold gives its
+        own ``expected_spikes``, as ThresholdSAM does with a surrogate)."""
+        return self.sample(model, rates, None)

@@ -35,7 +35,7 @@ class InputHistory:
     def __init__(self, model, data: Data, n_trials: int, block: int) -> None:
         n, device = data.num_nodes, data.W0.device
         self.n_neurons, self.n_trials, self.window = n, n_trials, model.window
-        r, weight = model.recurrence(), model.edge_weights(data.W0.float())
+        r, weight = model.recurrence(), model.basis_weights(data.W0.float())
         if r.dim():  # one r per neuron scales its incoming edges (a scalar r, the kernel)
             weight, r = weight * model.edge_recurrence(data.edge_index).view(-1, *[1] * (
                 weight.dim() - 1)), 1.0

@@ -29,7 +29,7 @@ from spikefit.tasks.calibration.jacobian import is_local, sparse_jacobian
 from spikefit.tasks.calibration.solvers import CalibrationSolver, GaussNewton
 from spikefit.tasks.callbacks import WriteFigures, WriteSummary
 from spikefit.tasks.checkpoints import match_state, stamp
-from spikefit.tasks.defaults import DEFAULT_MODEL
+from spikefit.tasks.defaults import DEFAULT_MODEL, own_model
 from spikefit.tasks.gauss_newton import Linearization
 from spikefit.tasks.parameters import expand_per_neuron
 from spikefit.tasks.targets import RateTarget, build_targets, check_populations
@@ -136,6 +136,7 @@ class RateCalibration(L.LightningModule):
         self.save_hyperparameters(ignore=["model", "stimulus", "solver"])
         self.automatic_optimization = False
         owner = self.owner = type(self).__name__
+        model = own_model(model)
         solver = solver if solver is not None else GaussNewton()
         if not isinstance(solver, CalibrationSolver):
             kind = type(solver)

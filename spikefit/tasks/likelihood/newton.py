@@ -12,6 +12,7 @@ from spikefit.checks import InputError
 from spikefit.data.spike_trains import Chunk
 from spikefit.models.coupling import to_csr
 from spikefit.tasks.likelihood.objective import Prepared, link_derivatives
+from spikefit.tasks.likelihood.parameters import coupling_columns
 from spikefit.tasks.regularizers import Regularizer
 from spikefit.tasks.solvers import NewtonSystem
 
@@ -61,9 +62,9 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
         if fit.regularizer is not None and fit.fits_coupling:
             penalty_gradient, penalty_curvature = penalty_derivatives(fit.regularizer,
                                                                       fit.coupling_weights)
-            pre, post = fit.edge_index
-            gradient[post, pre] += penalty_gradient
-            hessian[post, pre, pre] += penalty_curvature
+            post, columns = pair_entries(fit)
+            gradient[post, columns] += penalty_gradient
+            hessian[post, columns, columns] += penalty_curvature
             total = total + fit.penalty().detach()
         free = fit.block_mask()
         gradient = gradient * free
@@ -74,9 +75,9 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
     def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
         by_parameter, first = {}, 0
         if fit.fits_coupling:
-            pre, post = fit.edge_index
-            by_parameter[fit.coupling_weights] = step[post, pre]
-            first = fit.n_neurons
+            post, columns = pair_entries(fit)
+            by_parameter[fit.coupling_weights] = step[post, columns]
+            first = fit.n_basis * fit.n_neurons
         if fit.refractory_scale is not None:
             by_parameter[fit.refractory_scale] = step[:, first]
             first += 1
@@ -87,16 +88,26 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
     return NewtonSystem(blocks, objective, to_parameters)
 
 
-def block_mask(edge_index: torch.Tensor | None, n: int, width: int,
+def pair_entries(fit: LikelihoodFit) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where every fitted coupling weight sits in the blocks: its postsynaptic neuron (the
+    block) and its column, [E] (or [E, B] on a basis) each."""
+    columns = coupling_columns(fit.edge_index, fit.n_neurons, fit.n_basis)
+    post = fit.edge_index[1]
+    return (post if columns.dim() == 1 else post.unsqueeze(1).expand_as(columns)), columns
+
+
+def block_mask(edge_index: torch.Tensor | None, n: int, n_basis: int, width: int,
                device: torch.device) -> torch.Tensor:
     """[N, P]: which entries of each neuron's block of ``width`` are fitted: all but the
-    absent coupling weights (the pairs not in ``edge_index``, e.g. the self-coupling; None:
-    the coupling is not fitted)."""
+    absent coupling weights (the pairs not in ``edge_index``, e.g. the self-coupling, for
+    every one of the ``n_basis`` functions; None: the coupling is not fitted)."""
     free = torch.ones(n, width, dtype=torch.bool, device=device)
     if edge_index is not None:
-        coupled = torch.zeros(n, n, dtype=torch.bool, device=device)
-        coupled[edge_index[1], edge_index[0]] = True
-        free[:, :n] = coupled
+        coupled = torch.zeros(n, n_basis * n, dtype=torch.bool, device=device)
+        columns = coupling_columns(edge_index, n, n_basis)
+        post = edge_index[1] if n_basis == 1 else edge_index[1].unsqueeze(1).expand_as(columns)
+        coupled[post, columns] = True
+        free[:, :n_basis * n] = coupled
     return free
 
 
@@ -113,9 +124,10 @@ class LinearDesign:
     r"""How the per-neuron block of fitted parameters moves each neuron's input over one time
     chunk of S bins.
 
-    Neuron i's block is :math:`\beta_i = (W_{0i}, \dots, W_{N-1,i}, s_i, o_{i1}, \dots)`:
-    its incoming coupling weights, its refractory scale and its offsets (per-neuron
-    parameters that shift the argument of the non-linearity, such as θ or b), and
+    Neuron i's block is :math:`\beta_i = (W_{0i}, \dots, W_{M-1,i}, s_i, o_{i1}, \dots)`:
+    its incoming coupling weights (one per presynaptic trace: M = B·N on a basis of B
+    coupling kernels), its refractory scale and its offsets (per-neuron parameters that
+    shift the argument of the non-linearity, such as θ or b), and
 
     .. math::
         g_{ti} = r_i \sum_j F_{tj} W_{ji} + s_i R_{ti} + \sum_k c_k\, o_{ik}
@@ -129,11 +141,11 @@ class LinearDesign:
     :math:`x_{ti} = (r_i F_t, R_{ti}, c)`.
 
     The coupling part :math:`\sum_t w_{ti} F_{tj} F_{tk}` uses the sparsity of the traces:
-    the products :math:`F_{tj} F_{tk}` of every bin are stored once as a sparse [N², S]
+    the products :math:`F_{tj} F_{tk}` of every bin are stored once as a sparse [M², S]
     matrix, so each Hessian costs one sparse product with w.
 
     Args:
-        presynaptic: F [S, N], or None when the coupling is not fitted.
+        presynaptic: F [S, M], or None when the coupling is not fitted.
         own: R [S, N], or None when the refractory scale is not fitted.
         signs: :math:`c_k` of the fitted offsets.
         recurrence: :math:`r_i` [N] (or a scalar), the scale of the coupling input.
@@ -147,16 +159,16 @@ class LinearDesign:
         self.coupled = presynaptic is not None
         if presynaptic is None:
             return
-        n_bins, n = presynaptic.shape
-        self.recurrence = recurrence.expand(n)
+        self.n_traces = presynaptic.shape[1]
+        self.recurrence = recurrence
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
         self.pairs = pair_products(presynaptic, max_pairs)
 
     @property
     def width(self) -> int:
         """Block size P per neuron."""
-        n = self.recurrence.numel() if self.coupled else 0
-        return n + (self.own is not None) + len(self.signs)
+        return (self.n_traces if self.coupled else 0) + (self.own is not None) + len(
+            self.signs)
 
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
@@ -181,23 +193,24 @@ class LinearDesign:
             gradient[:, first:] = torch.stack(local_gradient, dim=1)
             hessian[:, first:, first:] = local_hessian.permute(2, 0, 1)
         if self.coupled:
-            r, by_neuron = self.recurrence, self.presynaptic_by_neuron
-            gradient[:, :n] = (by_neuron @ d).t() * r.unsqueeze(1)
-            coupling = (self.pairs @ w).view(n, n, n).permute(2, 0, 1)  # [i, j, k]
-            hessian[:, :n, :n] = coupling * r.square().view(n, 1, 1)
+            r, by_neuron, m = self.recurrence.expand(n), self.presynaptic_by_neuron, self.n_traces
+            gradient[:, :m] = (by_neuron @ d).t() * r.unsqueeze(1)
+            coupling = (self.pairs @ w).view(m, m, n).permute(2, 0, 1)  # [i, j, k]
+            hessian[:, :m, :m] = coupling * r.square().view(n, 1, 1)
             # Σ_t F_tj w_ti x_ti for the per-neuron columns x: [i, column, j]
             columns = [(by_neuron @ w_own).t().unsqueeze(1)] if self.own is not None else []
             if self.signs:
                 columns.append((by_neuron @ w).t().unsqueeze(1) * signs.view(1, -1, 1))
             if columns:
                 cross = torch.cat(columns, dim=1) * r.view(n, 1, 1)
-                hessian[:, n:, :n] = cross
-                hessian[:, :n, n:] = cross.transpose(1, 2)
+                hessian[:, m:, :m] = cross
+                hessian[:, :m, m:] = cross.transpose(1, 2)
         return gradient, hessian
 
 
 def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
-    """Sparse CSR matrix [N², S] whose entry (j·N + k, t) is traces[t, j]·traces[t, k]."""
+    """Sparse CSR matrix [M², S] whose entry (j·M + k, t) is traces[t, j]·traces[t, k] for
+    the M traces [S, M]."""
     n_bins, n = traces.shape
     csr = to_csr(traces)
     rows, columns, values = csr.crow_indices(), csr.col_indices(), csr.values()

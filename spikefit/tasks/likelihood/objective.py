@@ -8,7 +8,7 @@ from torch_geometric.data import Data
 
 from spikefit.data.spike_trains import Chunk
 from spikefit.models import BaseModel
-from spikefit.tasks.observation import Observations, at_spikes
+from spikefit.models.emissions import Emission, at_spikes
 
 #: A chunk's spike traces (as :meth:`~spikefit.models.BaseModel.spike_traces`; None where
 #: they depend on fitted parameters) and its sparse target counts [S, N].
@@ -24,7 +24,7 @@ def forced_input(model: BaseModel, chunk: Chunk, network: Data | None,
                  coupling: torch.Tensor | None, self_scale: torch.Tensor | None,
                  traces: tuple | None = None) -> torch.Tensor:
     """The teacher-forced input g [S, N] of the chunk's last S bins, given the recorded
-    history, coupled by the ``network``'s weights or the dense ``coupling`` [N, N] and with
+    history, coupled by the ``network``'s weights or the dense ``coupling`` [B·N, N] and with
     the self kernel scaled by ``self_scale`` [N]; ``traces`` are the chunk's
     :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
     spikes, bins = chunk["spikes"].unsqueeze(0), chunk["bins"]
@@ -68,11 +68,11 @@ class StepCache:
         return self.prepared[k]
 
 
-def link_derivatives(observation: Observations, targets: torch.Tensor, link: torch.Tensor
+def link_derivatives(observation: Emission, targets: torch.Tensor, link: torch.Tensor
                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Derivatives of the negative log-likelihood in the link output m [S, N] of a chunk
-    with sparse ``targets``: the first everywhere (1 where no spike, as log P(0 | m) = -m
-    for both distributions), the spikes' index and the second there (0 elsewhere)."""
+    """Derivatives of the negative log-likelihood in the likelihood parameter m [S, N] of a
+    chunk with sparse ``targets``: the first everywhere (1 where no spike, as every emission
+    has log P(0 | m) = -m), the spikes' index and the second there (0 elsewhere)."""
     counts, fired = at_spikes(targets, link.detach())
     first, second = observation.spike_link_derivatives(counts, fired)
     index = tuple(targets.indices())
@@ -81,7 +81,7 @@ def link_derivatives(observation: Observations, targets: torch.Tensor, link: tor
     return gradient, index, -second
 
 
-def surrogate(observation: Observations, targets: torch.Tensor,
+def surrogate(observation: Emission, targets: torch.Tensor,
               link: torch.Tensor) -> torch.Tensor:
     """A scalar whose gradient is that of the chunk's negative log-likelihood, from its
     exact derivatives in the link output m (:func:`link_derivatives`), so that the backward

@@ -18,12 +18,13 @@ COUPLINGS = ("dense", "graph", "fixed", "none")
 ChunkInput = Callable[[Chunk], torch.Tensor]
 
 
-def coupling_of(coupling: str, network: Data | None, n: int,
+def coupling_of(coupling: str, network: Data | None, n: int, n_basis: int,
                 field: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``edge_index`` [2, E] of the coupled pairs and their starting weights [E]: 0 where
-    fitted (``dense``: all N(N-1) pairs, ``graph``: the network's edges), the network's for
-    ``fixed``, none for ``none``. Raises an InputError naming ``field`` when the network is
-    needed and missing."""
+    """``edge_index`` [2, E] of the coupled pairs and their starting weights, [E] (or [E, B]
+    on a basis of ``n_basis`` > 1 coupling kernels): 0 where fitted (``dense``: all N(N-1)
+    pairs, ``graph``: the network's edges), the network's for ``fixed``, none for ``none``.
+    Raises an InputError naming ``field`` when the network is needed and missing or its
+    weights do not fit the basis."""
     if coupling in ("graph", "fixed") and network is None:
         raise InputError(field, f"{coupling!r} needs the network",
                          "data.network: a [N, N] connectivity matrix, or coupling dense")
@@ -33,17 +34,35 @@ def coupling_of(coupling: str, network: Data | None, n: int,
         edge_index = torch.zeros(2, 0, dtype=torch.long)
     else:
         edge_index = network.edge_index
-    if coupling in ("dense", "graph"):
-        weights = torch.zeros(edge_index.shape[1])
+    shape = (edge_index.shape[1], n_basis)[:1 + (n_basis > 1)]
+    if coupling in ("dense", "graph", "none"):
+        weights = torch.zeros(shape)
     else:
-        weights = network.W0 if coupling == "fixed" else torch.zeros(0)
+        weights = network.W0
+        if weights.shape != shape:
+            raise InputError(field, f"the network's weights have shape {list(weights.shape)} "
+                             f"and the model's coupling basis {n_basis} functions",
+                             f"weights of shape {list(shape)}")
     return edge_index.clone(), weights.float().clone()
 
 
+def coupling_columns(edge_index: torch.Tensor, n: int, n_basis: int) -> torch.Tensor:
+    """The row of every pair's weight in the presynaptic traces [B·N] (basis b of neuron j
+    in row b·N + j): [E], or [E, B] on a basis."""
+    pre = edge_index[0]
+    if n_basis == 1:
+        return pre
+    return torch.arange(n_basis, device=pre.device) * n + pre.unsqueeze(1)
+
+
 def coupling_matrix(edge_index: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
-    """The weights [E] of the pairs ``edge_index`` as a dense [N, N] matrix [pre, post]."""
-    dense = torch.zeros(n, n, device=weights.device)
-    return dense.index_put(tuple(edge_index), weights)
+    """The weights [E] (or [E, B]) of the pairs ``edge_index`` as a dense [B·N, N] matrix
+    indexed [b·N + pre, post], the one the presynaptic traces multiply."""
+    n_basis = 1 if weights.dim() == 1 else weights.shape[1]
+    rows = coupling_columns(edge_index, n, n_basis)
+    posts = edge_index[1].unsqueeze(1).expand_as(rows) if n_basis > 1 else edge_index[1]
+    dense = torch.zeros(n_basis * n, n, device=weights.device)
+    return dense.index_put((rows.reshape(-1), posts.reshape(-1)), weights.reshape(-1))
 
 
 def silence(n: int, bins: int) -> Chunk:

@@ -19,9 +19,10 @@ from spikefit.checks import InputError, one_of
 from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel
+from spikefit.models.emissions import Emission
 from spikefit.tasks.callbacks import WriteCouplingMatrix, WriteFigures, WriteSummary
 from spikefit.tasks.checkpoints import match_state, stamp
-from spikefit.tasks.defaults import DEFAULT_MODEL
+from spikefit.tasks.defaults import DEFAULT_MODEL, own_model
 from spikefit.tasks.likelihood import newton, parameters
 from spikefit.tasks.likelihood.metrics import (
     SUMS,
@@ -36,7 +37,6 @@ from spikefit.tasks.likelihood.objective import (
     surrogate,
     targets_of,
 )
-from spikefit.tasks.observation import Observations, observations_of
 from spikefit.tasks.parameters import expand_per_neuron
 from spikefit.tasks.regularizers import Regularizer
 from spikefit.tasks.solvers import LBFGS, NewtonSystem, Solver
@@ -61,21 +61,27 @@ class LikelihoodFit(L.LightningModule):
         g_i(t) = r \sum_j W_{ji} (X_j * c)(t) + s_i (X_i * \mathrm{ref}_i)(t) + b_i
                  + \mathcal{E}_i(t)
 
-    (for synaptic-activation models :math:`X * c` is the activation s(t-1)). The objective is
-    the mean negative log-likelihood per neuron and bin, plus the ``regularizer`` on W.
-    Bernoulli (BernoulliGLM) or Poisson (PoissonGLM, RectifiedLNP, RectifiedSAM) emission.
+    (for synaptic-activation models :math:`X * c` is the activation s(t-1); with a basis of
+    coupling kernels, :math:`\sum_b W_{jib} (X_j * B_b)(t)`). The objective is the mean
+    negative log-likelihood per neuron and bin, plus the ``regularizer`` on W. The likelihood
+    is the model's own emission (:attr:`~spikefit.models.BaseModel.effective_emission`):
+    Bernoulli (BernoulliGLM) or Poisson (PoissonGLM, RectifiedLNP, RectifiedSAM), or a
+    user's. A model whose input stage is its own (no declared kernels) fits its parameters
+    through its own ``input`` with the coupling fixed or none.
 
     Args:
         model: the spiking network model; its parameters are the starting point.
         fit: names of model parameters to fit (shared scalars), e.g. ``["theta"]``.
         per_neuron: names of model parameters to fit with one value per neuron (thresholds,
             biases, gains of the non-linearity), e.g. ``["theta"]`` or ``["b"]``.
-        coupling: the coupling weights W: ``"dense"`` fits all N(N-1) pairs, ``"graph"`` the
-            edges of the data's network, both from 0; ``"fixed"`` keeps the network's
+        coupling: the coupling weights W (one per pair, or one per pair and basis function
+            of the model's coupling basis): ``"dense"`` fits all N(N-1) pairs, ``"graph"``
+            the edges of the data's network, both from 0; ``"fixed"`` keeps the network's
             weights, ``"none"`` leaves the neurons uncoupled.
         refractory_scale: fit a factor :math:`s_i` per neuron on the model's self
             (refractory) kernel, whose shape stays fixed.
-        observation: emission distribution (default: the one the model emits from).
+        observation: the emission whose likelihood is fitted (default: the model's own; one
+            without a link uses the model's non-linearity).
         regularizer: penalty on the fitted coupling weights (L1 or L2); it names the solvers
             it works with.
         solver: :class:`~spikefit.tasks.solvers.LBFGS` (full batch, the default),
@@ -86,7 +92,7 @@ class LikelihoodFit(L.LightningModule):
 
     def __init__(self, model: BaseModel = DEFAULT_MODEL, fit: list[str] | None = None,
                  per_neuron: list[str] | None = None, coupling: str = "dense",
-                 refractory_scale: bool = False, observation: Observations | None = None,
+                 refractory_scale: bool = False, observation: Emission | None = None,
                  regularizer: Regularizer | None = None,
                  solver: Solver | None = None) -> None:
         super().__init__()
@@ -94,6 +100,7 @@ class LikelihoodFit(L.LightningModule):
         self.automatic_optimization = False
         fit, per_neuron = list(fit or []), list(per_neuron or [])
         owner = self.owner = type(self).__name__
+        model = own_model(model)
         one_of(f"{owner}.coupling", coupling, parameters.COUPLINGS)
         available = model.tunable_parameters
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
@@ -113,8 +120,14 @@ class LikelihoodFit(L.LightningModule):
         if not (self.fitted or self.fits_coupling or refractory_scale):
             raise InputError(f"{owner}.fit", "nothing to fit", "parameters in fit or "
                              "per_neuron, coupling 'dense' or 'graph', or refractory_scale")
-        self.observation = observation if observation is not None else observations_of(
-            model, f"{owner}.model")
+        if (self.fits_coupling or refractory_scale) and not model.declares_kernels:
+            field = "coupling" if self.fits_coupling else "refractory_scale"
+            raise InputError(f"{owner}.{field}", f"{type(model).__name__} overrides its input "
+                             "stage (input, message or connectivity_filter) without declaring "
+                             "kernels, so its coupling and self kernel cannot be fitted",
+                             "coupling fixed or none, or a model that declares its kernels "
+                             "(coupling_kernel, self_kernel)")
+        self.observation = self.likelihood_of(model, observation)
         self.model = model
         self.model.requires_grad_(False)
         self.regularizer = regularizer
@@ -122,10 +135,26 @@ class LikelihoodFit(L.LightningModule):
         self.sums = nn.ModuleList([nn.ModuleDict({key: SumMetric() for key in SUMS})
                                    for _ in SPLITS])
         self.n_neurons = 0
+        self.n_basis = 1  # functions of the model's coupling basis (weights per pair)
         self.refractory_scale: nn.Parameter | None = None
         self.results: dict = {}
         self.converged = False
         self.started = time.perf_counter()
+
+    def likelihood_of(self, model: BaseModel, observation: Emission | None) -> Emission:
+        """``observation``, or the model's own emission; an InputError naming the model when
+        it has none with a likelihood."""
+        emission = observation if observation is not None else model.effective_emission
+        if emission is None:
+            raise InputError(f"{self.owner}.model", f"{type(model).__name__} overrides "
+                             "emit_spikes without declaring an emission, so its likelihood is "
+                             "unknown", "the class attribute emission = Bernoulli(...) or "
+                             "Poisson(...) on the model, or the observation argument")
+        if not emission.has_likelihood:
+            raise InputError(f"{self.owner}.model", f"{type(model).__name__}'s "
+                             f"{type(emission).__name__} emission is deterministic and has no "
+                             "likelihood", "a model with a Bernoulli or Poisson emission")
+        return emission
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -151,6 +180,8 @@ class LikelihoodFit(L.LightningModule):
                              "once", "null (or solver Adam)")
         self.observation.check(data.spikes, f"{type(data).__name__}.path")
         n = self.n_neurons = data.n_neurons
+        basis = self.model.coupling_basis().detach()  # (before per-neuron parameters)
+        self.n_basis = len(basis)
         for name in self.hparams.per_neuron or []:
             expand_per_neuron(self.model, name, n, f"{self.owner}.per_neuron",
                               f"a scalar or one value per neuron [{n}]")
@@ -159,7 +190,7 @@ class LikelihoodFit(L.LightningModule):
         if self.hparams.refractory_scale:
             self.refractory_scale = nn.Parameter(torch.ones(n))
         edge_index, weights = parameters.coupling_of(self.hparams.coupling, data.network, n,
-                                                     f"{self.owner}.coupling")
+                                                     self.n_basis, f"{self.owner}.coupling")
         self.register_buffer("edge_index", edge_index)
         if self.fits_coupling:
             self.coupling_weights = nn.Parameter(weights)
@@ -167,6 +198,8 @@ class LikelihoodFit(L.LightningModule):
             self.register_buffer("coupling_weights", weights)
         self.register_buffer("baseline_rates", data.train_rates.clone())
         true_W0 = None if data.network is None else graph_to_dense(data.network).float()
+        if true_W0 is not None and true_W0.dim() == 3:  # per basis function: filter areas
+            true_W0 = true_W0 @ basis.sum(1)
         self.register_buffer("true_W0", true_W0)
         parameters.probe(self.model, self.chunk_input, n, f"{self.owner}.per_neuron",
                          self.hparams.per_neuron)
@@ -178,16 +211,26 @@ class LikelihoodFit(L.LightningModule):
                 type(self.solver).__name__, self.owner)
 
     # ------------------------------------------------------------------ the likelihood
+    def pair_weights(self) -> torch.Tensor:
+        """One weight per coupled pair [E]: the fitted weight, or on a basis the integral of
+        the pair's coupling filter :math:`\\sum_b W_{jib} \\sum_\tau B_b(\tau)`."""
+        weights = self.coupling_weights
+        if weights.dim() == 1:
+            return weights
+        return weights @ self.model.coupling_basis().sum(1).to(weights.dtype)
+
     def coupling_matrix(self) -> torch.Tensor:
-        """Coupling weights as a dense [N, N] matrix indexed [pre, post]."""
-        return parameters.coupling_matrix(self.edge_index, self.coupling_weights,
+        """:meth:`pair_weights` as a dense [N, N] matrix indexed [pre, post]."""
+        return parameters.coupling_matrix(self.edge_index, self.pair_weights(),
                                           self.n_neurons)
 
     def chunk_input(self, chunk: Chunk, traces: tuple | None = None) -> torch.Tensor:
         """Input g [S, N] of the chunk's last S bins given the recorded history; ``traces``
         are the chunk's :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
         if self.fits_coupling:
-            network, dense = None, self.coupling_matrix()
+            network = None
+            dense = parameters.coupling_matrix(self.edge_index, self.coupling_weights,
+                                               self.n_neurons)
         else:
             network = Data(edge_index=self.edge_index, W0=self.coupling_weights,
                            num_nodes=self.n_neurons)
@@ -273,11 +316,11 @@ class LikelihoodFit(L.LightningModule):
     def block_mask(self) -> torch.Tensor:
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling
         weights, e.g. the self-coupling)."""
-        n = self.n_neurons
-        width = (n if self.fits_coupling else 0) + (self.refractory_scale is not None) + len(
-            self.fitted)
-        return newton.block_mask(self.edge_index if self.fits_coupling else None, n, width,
-                                 self.device)
+        n, n_basis = self.n_neurons, self.n_basis
+        width = (n_basis * n if self.fits_coupling else 0) + (
+            self.refractory_scale is not None) + len(self.fitted)
+        return newton.block_mask(self.edge_index if self.fits_coupling else None, n, n_basis,
+                                 width, self.device)
 
     # ------------------------------------------------------------------ evaluation
     @override
@@ -323,9 +366,9 @@ class LikelihoodFit(L.LightningModule):
         return edge_metrics(*self._compared_weights(), self.hparams.coupling == "dense")
 
     def _compared_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fitted and true weights [E] of the fitted pairs."""
+        """Fitted (:meth:`pair_weights`) and true weights [E] of the fitted pairs."""
         pre, post = self.edge_index
-        return self.coupling_weights.detach(), self.true_W0[pre, post]
+        return self.pair_weights().detach(), self.true_W0[pre, post]
 
     # ------------------------------------------------------------------ report
     @override

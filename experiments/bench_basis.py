@@ -31,8 +31,18 @@ from spikefit.models.engine import steppers
 N_NEURONS, WINDOW, N_BASIS = 100, 100, 8
 #: Scale of the K = 8 weights, chosen so that both networks fire at similar rates.
 BASIS_SCALE = 0.1
-SEED = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7, abs_ref_strength=-100,
-            rel_ref_strength=-30, coupling_window=WINDOW, theta=5, r=1, dt=1)
+SEED = dict(
+    alpha=0.2,
+    beta=0.5,
+    abs_ref_scale=3,
+    rel_ref_scale=7,
+    abs_ref_strength=-100,
+    rel_ref_strength=-30,
+    coupling_window=WINDOW,
+    theta=5,
+    r=1,
+    dt=1,
+)
 
 
 class BasisGLM(BernoulliGLM):
@@ -48,7 +58,7 @@ def network(n_basis: int, scale: float) -> Data:
     pairs = (~torch.eye(N_NEURONS, dtype=torch.bool)).nonzero().t()
     generator = torch.Generator().manual_seed(0)
     shape = (pairs.shape[1],) if n_basis == 1 else (pairs.shape[1], n_basis)
-    weights = torch.randn(shape, generator=generator) * scale / N_NEURONS ** 0.5
+    weights = torch.randn(shape, generator=generator) * scale / N_NEURONS**0.5
     return Data(edge_index=pairs, W0=weights, num_nodes=N_NEURONS)
 
 
@@ -67,14 +77,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     steps = parser.parse_args().steps
     # the basis functions overlap (they sum to 2): smaller weights for similar rates
-    cases = [("K = 1, compiled loop", BernoulliGLM(**SEED), network(1, 1.0), False),
-             ("K = 1, Python loop", BernoulliGLM(**SEED), network(1, 1.0), True),
-             (f"K = {N_BASIS}, Python loop", BasisGLM(**SEED), network(N_BASIS, BASIS_SCALE),
-              True)]
-    print(f"{N_NEURONS} neurons, {N_NEURONS * (N_NEURONS - 1):,} edges, window {WINDOW} steps, "
-          f"{steps:,} steps, {torch.get_num_threads()} threads")
-    print(f"{'case':24s} {'simulate':>10s} {'M neuron-steps/s':>17s} {'rate (Hz)':>10s} "
-          f"{'teacher forcing':>16s}")
+    cases = [
+        ("K = 1, compiled loop", BernoulliGLM(**SEED), network(1, 1.0), False),
+        ("K = 1, Python loop", BernoulliGLM(**SEED), network(1, 1.0), True),
+        (f"K = {N_BASIS}, Python loop", BasisGLM(**SEED), network(N_BASIS, BASIS_SCALE), True),
+    ]
+    print(
+        f"{N_NEURONS} neurons, {N_NEURONS * (N_NEURONS - 1):,} edges, window {WINDOW} steps, "
+        f"{steps:,} steps, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'case':24s} {'simulate':>10s} {'M neuron-steps/s':>17s} {'rate (Hz)':>10s} "
+        f"{'teacher forcing':>16s}"
+    )
     results = {}
     for name, model, data, python_loop in cases:
         original = steppers.logistic_kernel
@@ -82,8 +97,7 @@ def main() -> None:
             steppers.logistic_kernel = lambda: None
         try:
             spikes = model.simulate(data, steps, seed=1, verbose=False)
-            simulated = best_of(lambda m=model, d=data: m.simulate(d, steps, seed=1,
-                                                                   verbose=False))
+            simulated = best_of(lambda m=model, d=data: m.simulate(d, steps, seed=1, verbose=False))
         finally:
             steppers.logistic_kernel = original
         raster = spikes.float().unsqueeze(0)
@@ -91,11 +105,15 @@ def main() -> None:
             forced = best_of(lambda m=model, d=data, x=raster: m.input_from_spikes(d, x))
         rate = spikes.float().mean().item() * 1000
         results[name] = (simulated, forced)
-        print(f"{name:24s} {simulated:9.2f}s {N_NEURONS * steps / simulated / 1e6:17.2f} "
-              f"{rate:10.2f} {forced:15.3f}s")
+        print(
+            f"{name:24s} {simulated:9.2f}s {N_NEURONS * steps / simulated / 1e6:17.2f} "
+            f"{rate:10.2f} {forced:15.3f}s"
+        )
     one, many = results["K = 1, Python loop"], results[f"K = {N_BASIS}, Python loop"]
-    print(f"cost of the {N_BASIS}-function basis: simulation {many[0] / one[0]:.2f}x, "
-          f"teacher forcing {many[1] / one[1]:.2f}x the one-kernel model on the same loop")
+    print(
+        f"cost of the {N_BASIS}-function basis: simulation {many[0] / one[0]:.2f}x, "
+        f"teacher forcing {many[1] / one[1]:.2f}x the one-kernel model on the same loop"
+    )
 
 
 if __name__ == "__main__":

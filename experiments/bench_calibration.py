@@ -61,7 +61,7 @@ def fresh_rate_hz(model, data, steps: int, seed: int) -> tuple[float, float]:
     """Mean rate of a fresh spikefit simulation and its standard error (10 blocks), in Hz."""
     spikes = model.simulate(data, steps, seed=seed, verbose=False)
     blocks = spikes.float().view(spikes.shape[0], 10, -1).mean(dim=(0, 2)) * 1000
-    return blocks.mean().item(), blocks.std().item() / 10 ** 0.5
+    return blocks.mean().item(), blocks.std().item() / 10**0.5
 
 
 class ValidationTimer(L.Callback):
@@ -77,24 +77,34 @@ class ValidationTimer(L.Callback):
         self.seconds += time.perf_counter() - self.started
 
 
-def fit_spikefit(datamodule: NetworkDataModule,
-                 seed: int) -> tuple[float, float, RateCalibration]:
+def fit_spikefit(datamodule: NetworkDataModule, seed: int) -> tuple[float, float, RateCalibration]:
     """Wall time of ``trainer.fit`` of the default calibration with ``seed``, the part of it
     spent validating, and the task."""
-    task = RateCalibration(BernoulliGLM(**SEED_INTRODUCTION), target_rate_hz=TARGET_HZ,
-                           tolerance=TOLERANCE, figures=False, seed=seed)
+    task = RateCalibration(
+        BernoulliGLM(**SEED_INTRODUCTION),
+        target_rate_hz=TARGET_HZ,
+        tolerance=TOLERANCE,
+        figures=False,
+        seed=seed,
+    )
     timer = ValidationTimer()
-    trainer = L.Trainer(max_epochs=50, num_sanity_val_steps=0, enable_progress_bar=False,
-                        enable_model_summary=False, logger=False, enable_checkpointing=False,
-                        accelerator="cpu", callbacks=[timer],
-                        default_root_dir=tempfile.mkdtemp(prefix="bench_calibration_"))
+    trainer = L.Trainer(
+        max_epochs=50,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        callbacks=[timer],
+        default_root_dir=tempfile.mkdtemp(prefix="bench_calibration_"),
+    )
     start = time.perf_counter()
     trainer.fit(task, datamodule)
     return time.perf_counter() - start, timer.seconds, task
 
 
-def run_spikefit(datamodule: NetworkDataModule,
-                 seeds: int) -> tuple[float, float, list[float]]:
+def run_spikefit(datamodule: NetworkDataModule, seeds: int) -> tuple[float, float, list[float]]:
     """Median wall time over fits with seeds 0..seeds-1, its median without the validation,
     and every fit's theta."""
     fit_spikefit(datamodule, seed=1000)  # warm-up, untimed
@@ -105,16 +115,19 @@ def run_spikefit(datamodule: NetworkDataModule,
         times.append(elapsed)
         tuning.append(elapsed - validating)
         thetas.append(task.model.theta.item())
-        print(f"spikefit seed {seed}: {summary['steps']} Gauss–Newton steps, converged="
-              f"{summary['converged']}, validation rate "
-              f"{summary['achieved_rate_hz']['global']:.3f} Hz on 10,000 fresh steps × "
-              f"{summary['validation_trials']}, theta {thetas[-1]:.4f}; {elapsed:.3f} s "
-              f"({validating:.3f} s of it validating)")
+        print(
+            f"spikefit seed {seed}: {summary['steps']} Gauss–Newton steps, converged="
+            f"{summary['converged']}, validation rate "
+            f"{summary['achieved_rate_hz']['global']:.3f} Hz on 10,000 fresh steps × "
+            f"{summary['validation_trials']}, theta {thetas[-1]:.4f}; {elapsed:.3f} s "
+            f"({validating:.3f} s of it validating)"
+        )
     return statistics.median(times), statistics.median(tuning), thetas
 
 
-def run_reference(data, seed: int, round_epochs: int,
-                  max_seconds: float) -> tuple[tuple[float, float, float], float, bool]:
+def run_reference(
+    data, seed: int, round_epochs: int, max_seconds: float
+) -> tuple[tuple[float, float, float], float, bool]:
     """The three times (tuning; plus the last check; plus all checks), theta, and whether it
     is done."""
     from spikeometric.models import BernoulliGLM as ReferenceGLM
@@ -123,8 +136,9 @@ def run_reference(data, seed: int, round_epochs: int,
     tuning, checking, done, rounds = 0.0, 0.0, False, 0
     while not done and tuning < max_seconds:
         start = time.perf_counter()
-        model.tune(data, TARGET_HZ, tunable_parameters=["theta"], n_epochs=round_epochs,
-                   verbose=False)
+        model.tune(
+            data, TARGET_HZ, tunable_parameters=["theta"], n_epochs=round_epochs, verbose=False
+        )
         tuning += time.perf_counter() - start
         rounds += 1
         start = time.perf_counter()
@@ -134,9 +148,11 @@ def run_reference(data, seed: int, round_epochs: int,
         checking += check
         rate = spikes.float().mean().item() * 1000
         done = abs(rate - TARGET_HZ) <= TOLERANCE * TARGET_HZ
-    print(f"reference seed {seed}: {rounds * round_epochs} epochs, {tuning:.2f} s of tuning + "
-          f"{checking:.1f} s of 10,000-step checks, last fresh rate {rate:.3f} Hz, theta "
-          f"{model.theta.item():.4f}{'' if done else ' (NOT within 2%)'}")
+    print(
+        f"reference seed {seed}: {rounds * round_epochs} epochs, {tuning:.2f} s of tuning + "
+        f"{checking:.1f} s of 10,000-step checks, last fresh rate {rate:.3f} Hz, theta "
+        f"{model.theta.item():.4f}{'' if done else ' (NOT within 2%)'}"
+    )
     return (tuning, tuning + check, tuning + checking), model.theta.item(), done
 
 
@@ -164,10 +180,13 @@ def main() -> None:
     ours_time, ours_tuning, ours_thetas = run_spikefit(datamodule, args.seeds)
     warm_up = ReferenceGLM(**SEED_INTRODUCTION, rng=torch.Generator().manual_seed(1000))
     warm_up.tune(data, TARGET_HZ, tunable_parameters=["theta"], n_epochs=1, verbose=False)
-    reference = [run_reference(data, seed, args.round_epochs, args.max_seconds)
-                 for seed in range(args.reference_seeds)]
-    tuning, one_check, all_checks = (statistics.median(run[0][k] for run in reference)
-                                     for k in range(3))
+    reference = [
+        run_reference(data, seed, args.round_epochs, args.max_seconds)
+        for seed in range(args.reference_seeds)
+    ]
+    tuning, one_check, all_checks = (
+        statistics.median(run[0][k] for run in reference) for k in range(3)
+    )
 
     print("\nfinal rates, every theta on the same simulator (spikefit, 50,000 fresh steps):")
     print(f"{'':14} {'theta':>8} {'rate (Hz)':>16} {'error':>7}")
@@ -181,20 +200,27 @@ def main() -> None:
         print(f"{name} {seed:<4} {theta:8.4f} {rate:9.3f} ± {error:.3f} {errors[name][-1]:7.2%}")
     undone = sum(not run[2] for run in reference)
     note = f" ({undone} reference run(s) NOT within 2% after {args.max_seconds:.0f} s)" * (
-        undone > 0)
-    print(f"\ntimes (medians): spikefit {ours_time:.3f} s (tuning and its validation); "
-          f"reference: tune() alone {tuning:.2f} s, tune() + one 10,000-step check "
-          f"{one_check:.2f} s, tune() + all its checks {all_checks:.1f} s{note}")
-    print(f"speed-up: {one_check / ours_time:.1f}x like for like (tune() + one check; goal "
-          f"≥ 10x), {all_checks / ours_time:.1f}x against tune() + all its checks, "
-          f"{tuning / ours_time:.1f}x against tune() alone (no validation); tuning alone "
-          f"on both sides (spikefit without its validation, {ours_tuning:.3f} s): "
-          f"{tuning / ours_tuning:.1f}x")
+        undone > 0
+    )
+    print(
+        f"\ntimes (medians): spikefit {ours_time:.3f} s (tuning and its validation); "
+        f"reference: tune() alone {tuning:.2f} s, tune() + one 10,000-step check "
+        f"{one_check:.2f} s, tune() + all its checks {all_checks:.1f} s{note}"
+    )
+    print(
+        f"speed-up: {one_check / ours_time:.1f}x like for like (tune() + one check; goal "
+        f"≥ 10x), {all_checks / ours_time:.1f}x against tune() + all its checks, "
+        f"{tuning / ours_time:.1f}x against tune() alone (no validation); tuning alone "
+        f"on both sides (spikefit without its validation, {ours_tuning:.3f} s): "
+        f"{tuning / ours_tuning:.1f}x"
+    )
     mean = {name: statistics.mean(values) for name, values in errors.items()}
-    print(f"final error (mean |error| over runs): spikefit {mean['spikefit']:.2%} (max "
-          f"{max(errors['spikefit']):.2%}), reference {mean['reference']:.2%} (max "
-          f"{max(errors['reference']):.2%}); more accurate: "
-          f"{mean['spikefit'] < mean['reference']}")
+    print(
+        f"final error (mean |error| over runs): spikefit {mean['spikefit']:.2%} (max "
+        f"{max(errors['spikefit']):.2%}), reference {mean['reference']:.2%} (max "
+        f"{max(errors['reference']):.2%}); more accurate: "
+        f"{mean['spikefit'] < mean['reference']}"
+    )
 
 
 if __name__ == "__main__":

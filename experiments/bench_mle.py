@@ -46,17 +46,31 @@ SKLEARN_TOL = 1e-6
 
 
 def fit_spikefit(spikes: torch.Tensor, solver: Solver) -> Solution:
-    task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
-                         refractory_scale=True, coupling="dense", solver=solver)
+    task = LikelihoodFit(
+        BernoulliGLM(**SEED_INTRODUCTION),
+        per_neuron=["theta"],
+        refractory_scale=True,
+        coupling="dense",
+        solver=solver,
+    )
     data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0, chunk_bins=spikes.shape[1])
     with tempfile.TemporaryDirectory() as log_dir:
-        trainer = L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            num_sanity_val_steps=0, limit_val_batches=0,
-                            default_root_dir=log_dir)
+        trainer = L.Trainer(
+            max_epochs=20,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            default_root_dir=log_dir,
+        )
         trainer.fit(task, data)
-    return (task.coupling_matrix().detach().numpy(), task.refractory_scale.detach().numpy(),
-            task.model.theta.detach().numpy())
+    return (
+        task.coupling_matrix().detach().numpy(),
+        task.refractory_scale.detach().numpy(),
+        task.model.theta.detach().numpy(),
+    )
 
 
 def design(spikes: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +88,8 @@ def fit_sklearn(spikes: torch.Tensor, F: np.ndarray, R: np.ndarray) -> Solution:
     for i in range(n):
         others = np.arange(n) != i
         fit = LogisticRegression(C=np.inf, tol=SKLEARN_TOL, max_iter=10_000).fit(
-            np.column_stack([F[:, others], R[:, i]]), spikes[i].numpy())
+            np.column_stack([F[:, others], R[:, i]]), spikes[i].numpy()
+        )
         W[others, i], s[i], theta[i] = fit.coef_[0, :-1], fit.coef_[0, -1], -fit.intercept_[0]
     return W, s, theta
 
@@ -87,16 +102,21 @@ def fit_nemos(spikes: torch.Tensor, F: np.ndarray, R: np.ndarray) -> Solution:
 
     n = spikes.shape[0]
     mask = np.vstack([1.0 - np.eye(n), np.eye(n)])  # features [F_0..F_N-1, R_0..R_N-1] × neurons
-    glm = nmo.glm.PopulationGLM(observation_model="Bernoulli", regularizer="UnRegularized",
-                                solver_name="LBFGS", feature_mask=mask)
+    glm = nmo.glm.PopulationGLM(
+        observation_model="Bernoulli",
+        regularizer="UnRegularized",
+        solver_name="LBFGS",
+        feature_mask=mask,
+    )
     glm.fit(np.hstack([F, R]), spikes.t().double().numpy())
     coef, intercept = np.asarray(glm.coef_), np.asarray(glm.intercept_)
     W = coef[:n] * (1 - np.eye(n))
     return W, np.diag(coef[n:]).copy(), -intercept
 
 
-def log_likelihood_per_bin(solution: Solution, spikes: torch.Tensor, F: np.ndarray,
-                           R: np.ndarray) -> float:
+def log_likelihood_per_bin(
+    solution: Solution, spikes: torch.Tensor, F: np.ndarray, R: np.ndarray
+) -> float:
     """Mean log-likelihood per neuron-bin of a solution (float64)."""
     W, s, theta = (np.asarray(a, dtype=np.float64) for a in solution)
     u = F @ W + R * s - theta
@@ -113,19 +133,25 @@ def main() -> None:
     args = parser.parse_args()
     tools = args.tools.split(",")
 
-    network = NormalGenerator(args.neurons, mean=0, std=5, glorot=True, seed=args.seed).generate(
-        1)[0]
-    spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(network, args.steps, seed=args.seed + 1,
-                                                        verbose=False)
+    network = NormalGenerator(args.neurons, mean=0, std=5, glorot=True, seed=args.seed).generate(1)[
+        0
+    ]
+    spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(
+        network, args.steps, seed=args.seed + 1, verbose=False
+    )
     truth = graph_to_dense(network)
-    print(f"BernoulliGLM, {args.neurons} neurons × {args.steps} steps, "
-          f"{int(spikes.sum())} spikes ({spikes.float().mean() * 1000:.2f} Hz); "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"BernoulliGLM, {args.neurons} neurons × {args.steps} steps, "
+        f"{int(spikes.sum())} spikes ({spikes.float().mean() * 1000:.2f} Hz); "
+        f"torch threads {torch.get_num_threads()}"
+    )
     F, R = design(spikes)
-    fitters = {"spikefit-lbfgs": lambda: fit_spikefit(spikes, LBFGS()),
-               "spikefit-newton": lambda: fit_spikefit(spikes, Newton()),
-               "sklearn": lambda: fit_sklearn(spikes, F, R),
-               "nemos": lambda: fit_nemos(spikes, F, R)}
+    fitters = {
+        "spikefit-lbfgs": lambda: fit_spikefit(spikes, LBFGS()),
+        "spikefit-newton": lambda: fit_spikefit(spikes, Newton()),
+        "sklearn": lambda: fit_sklearn(spikes, F, R),
+        "nemos": lambda: fit_nemos(spikes, F, R),
+    }
     results = {}
     for tool in tools:
         started = time.perf_counter()
@@ -136,21 +162,28 @@ def main() -> None:
             continue
         seconds = time.perf_counter() - started
         off = ~torch.eye(args.neurons, dtype=torch.bool)
-        auroc = float(binary_auroc(torch.as_tensor(np.abs(solution[0]))[off].float(),
-                                   (truth[off] != 0).long()))
+        auroc = float(
+            binary_auroc(
+                torch.as_tensor(np.abs(solution[0]))[off].float(), (truth[off] != 0).long()
+            )
+        )
         results[tool] = (seconds, log_likelihood_per_bin(solution, spikes, F, R), auroc)
 
     best = max(ll for _, ll, _ in results.values())
-    print(f"{'tool':16s} {'time (s)':>9s} {'LL/bin (nats)':>15s} {'gap to best':>12s} "
-          f"{'edge AUROC':>10s}")
+    print(
+        f"{'tool':16s} {'time (s)':>9s} {'LL/bin (nats)':>15s} {'gap to best':>12s} "
+        f"{'edge AUROC':>10s}"
+    )
     for tool, (seconds, ll, auroc) in results.items():
         print(f"{tool:16s} {seconds:9.2f} {ll:15.8f} {best - ll:12.2e} {auroc:10.4f}")
     for ours in ("spikefit-lbfgs", "spikefit-newton"):
         for tool, goal in (("sklearn", 10), ("nemos", 20)):
             if ours in results and tool in results:
                 ratio = results[tool][0] / results[ours][0]
-                print(f"{ours} is {ratio:.1f}× faster than {tool} (goal {goal}×: "
-                      f"{'met' if ratio >= goal else 'NOT met'})")
+                print(
+                    f"{ours} is {ratio:.1f}× faster than {tool} (goal {goal}×: "
+                    f"{'met' if ratio >= goal else 'NOT met'})"
+                )
     same = all(best - ll < 1e-5 for _, ll, _ in results.values())
     print(f"same optimum (log-likelihood per bin within 1e-5): {'yes' if same else 'NO'}")
 

@@ -50,17 +50,24 @@ def main() -> None:
         spikes = model.simulate(data, args.check_steps, seed=5000 + seed, verbose=False)
         errors.append(spikes.float().mean().item() * 1000 / TARGET_HZ - 1)
         times.append(elapsed)
-        print(f"seed {seed:2}: {task.global_step} steps, {elapsed:.3f} s, theta {theta:.4f}, "
-              f"validated {task.achieved['global']:.3f} Hz, final error {errors[-1]:+.2%}")
+        print(
+            f"seed {seed:2}: {task.global_step} steps, {elapsed:.3f} s, theta {theta:.4f}, "
+            f"validated {task.achieved['global']:.3f} Hz, final error {errors[-1]:+.2%}"
+        )
     rms = (sum(e * e for e in errors) / len(errors)) ** 0.5
-    print(f"\n{args.seeds} seeds: rms error {rms:.2%}, mean |error| "
-          f"{statistics.mean(abs(e) for e in errors):.2%}, max |error| "
-          f"{max(abs(e) for e in errors):.2%}; median time {statistics.median(times):.3f} s")
+    print(
+        f"\n{args.seeds} seeds: rms error {rms:.2%}, mean |error| "
+        f"{statistics.mean(abs(e) for e in errors):.2%}, max |error| "
+        f"{max(abs(e) for e in errors):.2%}; median time {statistics.median(times):.3f} s"
+    )
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.hist([100 * e for e in errors], bins=12)
     axis.axvline(0, color="k", lw=0.8)
-    axis.set(xlabel=f"final rate error (%) on {args.check_steps:,} fresh steps",
-             ylabel="seeds", title="default calibration, 10 Hz target")
+    axis.set(
+        xlabel=f"final rate error (%) on {args.check_steps:,} fresh steps",
+        ylabel="seeds",
+        title="default calibration, 10 Hz target",
+    )
     figure.savefig(args.out, dpi=120, bbox_inches="tight")
     print(f"figure: {args.out}")
 

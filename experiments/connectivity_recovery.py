@@ -35,14 +35,25 @@ LENGTHS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 
 def fitted_coupling(spikes: torch.Tensor) -> torch.Tensor:
     """Maximum-likelihood coupling [N, N] (threshold and refractory scale per neuron)."""
-    task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
-                         refractory_scale=True, coupling="dense", solver=Newton())
+    task = LikelihoodFit(
+        BernoulliGLM(**SEED_INTRODUCTION),
+        per_neuron=["theta"],
+        refractory_scale=True,
+        coupling="dense",
+        solver=Newton(),
+    )
     data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0, chunk_bins=100_000)
     with tempfile.TemporaryDirectory() as log_dir:
-        L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False,
-                  num_sanity_val_steps=0, limit_val_batches=0,
-                  default_root_dir=log_dir).fit(task, data)
+        L.Trainer(
+            max_epochs=20,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            default_root_dir=log_dir,
+        ).fit(task, data)
     return task.coupling_matrix().detach()
 
 
@@ -70,16 +81,19 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [n for n in LENGTHS if n <= args.max_steps] or [args.max_steps]
 
-    network = NormalGenerator(args.neurons, mean=0, std=5, glorot=True, seed=args.seed).generate(
-        1)[0]
+    network = NormalGenerator(args.neurons, mean=0, std=5, glorot=True, seed=args.seed).generate(1)[
+        0
+    ]
     truth = graph_to_dense(network)
-    spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(network, lengths[-1],
-                                                        seed=args.seed + 1, verbose=False)
-    print(f"BernoulliGLM, {args.neurons} neurons, {int((truth != 0).sum())} edges of "
-          f"{args.neurons * (args.neurons - 1)} pairs, "
-          f"{spikes.float().mean() * 1000:.2f} Hz")
-    print(f"{'steps':>9s} {'spikes':>8s} {'MLE AUROC':>10s} {'xcorr AUROC':>12s} "
-          f"{'fit (s)':>8s}")
+    spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(
+        network, lengths[-1], seed=args.seed + 1, verbose=False
+    )
+    print(
+        f"BernoulliGLM, {args.neurons} neurons, {int((truth != 0).sum())} edges of "
+        f"{args.neurons * (args.neurons - 1)} pairs, "
+        f"{spikes.float().mean() * 1000:.2f} Hz"
+    )
+    print(f"{'steps':>9s} {'spikes':>8s} {'MLE AUROC':>10s} {'xcorr AUROC':>12s} {'fit (s)':>8s}")
     rows = []
     for steps in lengths:
         part = spikes[:, :steps]
@@ -94,8 +108,12 @@ def main() -> None:
     axis.plot([r[0] for r in rows], [r[1] for r in rows], "o-", label="maximum likelihood")
     axis.plot([r[0] for r in rows], [r[2] for r in rows], "s--", label="cross-correlation")
     axis.axhline(0.5, color="grey", lw=0.8)
-    axis.set(xscale="log", xlabel="recording length (steps)", ylabel="edge AUROC",
-             title=f"{args.neurons}-neuron BernoulliGLM")
+    axis.set(
+        xscale="log",
+        xlabel="recording length (steps)",
+        ylabel="edge AUROC",
+        title=f"{args.neurons}-neuron BernoulliGLM",
+    )
     axis.legend()
     figure.tight_layout()
     figure.savefig(args.out, dpi=120)

@@ -37,8 +37,9 @@ class InputError(ValueError):
 
     def describe(self, field: str) -> str:
         """The message with ``field`` in place of the field's name."""
-        return f"{field}: {self.problem}" + (f" (expected {self.expected})" if self.expected
-                                             else "")
+        return f"{field}: {self.problem}" + (
+            f" (expected {self.expected})" if self.expected else ""
+        )
 
 
 def _values(value: Any) -> torch.Tensor | None:
@@ -56,8 +57,11 @@ def _shown(value: Any) -> str:
     values = _values(value)
     if values is not None and values.dim() > 0:
         bad = values[~torch.isfinite(values)]
-        return f"{bad[0].item()} in {list(values.shape)} values" if bad.numel() else \
-            f"values from {values.min().item():g} to {values.max().item():g}"
+        return (
+            f"{bad[0].item()} in {list(values.shape)} values"
+            if bad.numel()
+            else f"values from {values.min().item():g} to {values.max().item():g}"
+        )
     return repr(value)
 
 
@@ -79,8 +83,9 @@ def _bounded(field: str, value: Any, test, expected: str) -> Any:
     return value
 
 
-def satisfies(field: str, value: Any, test: Callable[[torch.Tensor], torch.Tensor],
-              expected: str) -> Any:
+def satisfies(
+    field: str, value: Any, test: Callable[[torch.Tensor], torch.Tensor], expected: str
+) -> Any:
     """``value`` if it is finite and ``test`` holds for all its values (as float64), for a
     bound that another argument sets or that needs its reason in ``expected``."""
     return _bounded(field, value, test, expected)
@@ -109,14 +114,17 @@ def non_negative(field: str, value: Any, unit: str = "") -> Any:
     return _bounded(field, value, lambda v: v >= 0, f"a finite number ≥ 0{suffix}")
 
 
-def in_range(field: str, value: Any, low: float, high: float, low_open: bool = False,
-             high_open: bool = False) -> Any:
+def in_range(
+    field: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> Any:
     """``value`` if it is finite and within [low, high] (open ends where asked)."""
     left, right = "(" if low_open else "[", ")" if high_open else "]"
-    return _bounded(field, value,
-                    lambda v: (v > low if low_open else v >= low) & (v < high if high_open
-                                                                     else v <= high),
-                    f"a number in {left}{low:g}, {high:g}{right}")
+    return _bounded(
+        field,
+        value,
+        lambda v: (v > low if low_open else v >= low) & (v < high if high_open else v <= high),
+        f"a number in {left}{low:g}, {high:g}{right}",
+    )
 
 
 def whole(field: str, value: Any, minimum: int = 0, unit: str = "") -> int:
@@ -124,8 +132,12 @@ def whole(field: str, value: Any, minimum: int = 0, unit: str = "") -> int:
     suffix = f" {unit}" if unit else ""
     expected = f"a whole number{suffix} ≥ {minimum}"
     values = _values(value)
-    if (values is None or values.dim() != 0 or not math.isfinite(values.item())
-            or values.item() != int(values.item())):
+    if (
+        values is None
+        or values.dim() != 0
+        or not math.isfinite(values.item())
+        or values.item() != int(values.item())
+    ):
         raise InputError(field, f"{value!r} is not a whole number", expected)
     if values.item() < minimum:
         raise InputError(field, f"{int(values.item())} is out of range", expected)
@@ -136,8 +148,11 @@ def one_of(field: str, value: Any, choices: Iterable[Any]) -> Any:
     """``value`` if it is one of ``choices``."""
     choices = list(choices)
     if value not in choices:
-        raise InputError(field, f"{value!r} is not a choice",
-                         "one of " + ", ".join(repr(choice) for choice in choices))
+        raise InputError(
+            field,
+            f"{value!r} is not a choice",
+            "one of " + ", ".join(repr(choice) for choice in choices),
+        )
     return value
 
 

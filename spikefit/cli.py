@@ -76,8 +76,9 @@ class SpikefitCLI(LightningCLI):
         return {"fit": LightningCLI.subcommands()["fit"]}
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"model": lazy_instance(RateCalibration),
-                             "data": lazy_instance(NetworkDataModule)})
+        parser.set_defaults(
+            {"model": lazy_instance(RateCalibration), "data": lazy_instance(NetworkDataModule)}
+        )
 
     def parse_arguments(self, parser, args) -> None:
         try:
@@ -100,12 +101,18 @@ class SpikefitCLI(LightningCLI):
         if config.get("ckpt_path") is None:
             return
         task = config.model.class_path.rsplit(".", 1)[-1]
-        path = (newest_checkpoint(Path(config.trainer.default_root_dir or "."), task)
-                if config.ckpt_path == "last" else Path(config.ckpt_path))
+        path = (
+            newest_checkpoint(Path(config.trainer.default_root_dir or "."), task)
+            if config.ckpt_path == "last"
+            else Path(config.ckpt_path)
+        )
         found = checkpoint_task(path)
         if found != task:
-            raise InputError("ckpt_path", f"{path} is a checkpoint of {found}",
-                             f"a checkpoint of {task}, the task of this run")
+            raise InputError(
+                "ckpt_path",
+                f"{path} is a checkpoint of {found}",
+                f"a checkpoint of {task}, the task of this run",
+            )
         config.ckpt_path = str(path)
 
     def instantiate_classes(self) -> None:
@@ -132,8 +139,11 @@ def newest_checkpoint(root: Path, task: str) -> Path:
     if not own:
         others = sorted({name for name in tasks.values() if name})
         found = f" (only of {', '.join(others)})" if others else ""
-        raise InputError("ckpt_path", f"last: no checkpoint of {task} under {root}{found}",
-                         f"a run of {task} to resume under trainer.default_root_dir")
+        raise InputError(
+            "ckpt_path",
+            f"last: no checkpoint of {task} under {root}{found}",
+            f"a run of {task} to resume under trainer.default_root_dir",
+        )
     return own[-1]
 
 
@@ -148,16 +158,25 @@ def checkpoint_task(path: Path, strict: bool = True) -> str | None:
         return None
     task = checkpoint.get("spikefit", {}).get("task") if isinstance(checkpoint, dict) else None
     if task is None and strict:
-        raise InputError(str(path), "is not a checkpoint of a spikefit run",
-                         "checkpoints/last.ckpt of a run under lightning_logs/")
+        raise InputError(
+            str(path),
+            "is not a checkpoint of a spikefit run",
+            "checkpoints/last.ckpt of a run under lightning_logs/",
+        )
     return task
 
 
-def simulate(model: BaseModel = DEFAULT_MODEL,
-             generator: ConnectivityGenerator = DEFAULT_GENERATOR,
-             network: str | None = None, n_steps: int = 100_000, seed: int = 0,
-             equilibration_steps: int = 100, output: str = "simulated/spikes.npz",
-             sample_rate: float = 30_000.0, overwrite: bool = False) -> Path:
+def simulate(
+    model: BaseModel = DEFAULT_MODEL,
+    generator: ConnectivityGenerator = DEFAULT_GENERATOR,
+    network: str | None = None,
+    n_steps: int = 100_000,
+    seed: int = 0,
+    equilibration_steps: int = 100,
+    output: str = "simulated/spikes.npz",
+    sample_rate: float = 30_000.0,
+    overwrite: bool = False,
+) -> Path:
     """Simulates ``model`` on one network and writes its spikes and true connectivity.
 
     Args:
@@ -179,30 +198,37 @@ def simulate(model: BaseModel = DEFAULT_MODEL,
     one_of("output", output_path.suffix, [".npz", ".npy", ".pt", ".nwb", ""])
     weights_path = (output_path if not output_path.suffix else output_path.parent) / "W0.npy"
     if weights_path.exists() and not overwrite:
-        raise InputError(str(weights_path), "exists", "a new path, or --overwrite true to "
-                                                      "replace it")
+        raise InputError(
+            str(weights_path), "exists", "a new path, or --overwrite true to replace it"
+        )
     data = ConnectivityDataset(network)[0] if network is not None else generator.generate(1)[0]
     spikes = model.simulate(data, n_steps, seed=seed, equilibration_steps=equilibration_steps)
     dt = float(model.dt)
-    writers = {".npz": lambda: write_spike_times(output_path, spikes, dt, overwrite=overwrite),
-               ".npy": lambda: write_raster(output_path, spikes, overwrite=overwrite),
-               ".pt": lambda: write_raster(output_path, spikes, overwrite=overwrite),
-               ".nwb": lambda: write_nwb(output_path, spikes, dt, overwrite=overwrite),
-               "": lambda: write_phy(output_path, spikes, dt, sample_rate, overwrite=overwrite)}
+    writers = {
+        ".npz": lambda: write_spike_times(output_path, spikes, dt, overwrite=overwrite),
+        ".npy": lambda: write_raster(output_path, spikes, overwrite=overwrite),
+        ".pt": lambda: write_raster(output_path, spikes, overwrite=overwrite),
+        ".nwb": lambda: write_nwb(output_path, spikes, dt, overwrite=overwrite),
+        "": lambda: write_phy(output_path, spikes, dt, sample_rate, overwrite=overwrite),
+    }
     writers[output_path.suffix]()
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     np.save(weights_path, graph_to_dense(data).numpy())
     rate = spikes.float().mean().item() / dt * 1000
-    print(f"spikefit simulate: {data.num_nodes} neurons × {n_steps} steps of {dt:g} ms, "
-          f"{rate:.2f} Hz mean rate → {output_path} (+ {weights_path})")
+    print(
+        f"spikefit simulate: {data.num_nodes} neurons × {n_steps} steps of {dt:g} ms, "
+        f"{rate:.2f} Hz mean rate → {output_path} (+ {weights_path})"
+    )
     return output_path
 
 
 def run_simulate(argv: list[str]) -> None:
     """``simulate``: parse, instantiate and run, each failure named by its option."""
-    parser = ArgumentParser(prog=f"{PROG} simulate", exit_on_error=False,
-                            description="Simulate a model on one network; write its spikes "
-                                        "and true connectivity.")
+    parser = ArgumentParser(
+        prog=f"{PROG} simulate",
+        exit_on_error=False,
+        description="Simulate a model on one network; write its spikes and true connectivity.",
+    )
     parser.add_argument("-c", "--config", action="config", help="a YAML config file")
     parser.add_function_arguments(simulate)
     config = None
@@ -222,12 +248,21 @@ def fit_cli(argv: list[str]) -> SpikefitCLI:
     callbacks = [ModelCheckpoint(save_last=True), DiscardFailedRun()]  # fresh every run
     warnings.filterwarnings("ignore", "LightningCLI's args parameter")  # args is argv here
     return SpikefitCLI(
-        L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-        subclass_mode_data=True, args=argv, seed_everything_default=0,
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        seed_everything_default=0,
         auto_configure_optimizers=False,
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": callbacks},
-        parser_kwargs={"prog": PROG, "exit_on_error": False, "description": OVERVIEW,
-                       "fit": {"exit_on_error": False}})
+        parser_kwargs={
+            "prog": PROG,
+            "exit_on_error": False,
+            "description": OVERVIEW,
+            "fit": {"exit_on_error": False},
+        },
+    )
 
 
 def run_fit(argv: list[str]) -> None:
@@ -252,16 +287,18 @@ def check_config_files(argv: list[str]) -> None:
         try:
             content = yaml.safe_load(path.read_text())
         except OSError as error:
-            raise InputError(value, (error.strerror or str(error)).lower(),
-                             "a YAML config file") from None
+            raise InputError(
+                value, (error.strerror or str(error)).lower(), "a YAML config file"
+            ) from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             raise InputError(value, f"{where}{problem}", "valid YAML") from None
         if content is not None and not isinstance(content, dict):
-            raise InputError(value, f"holds a {type(content).__name__}",
-                             "a YAML mapping of options (key: value)")
+            raise InputError(
+                value, f"holds a {type(content).__name__}", "a YAML mapping of options (key: value)"
+            )
 
 
 def main(args: list[str] | None = None) -> None:

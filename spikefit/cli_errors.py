@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -97,12 +99,31 @@ def _options(class_path: str | None) -> list[str]:
 def _subclasses(class_path: str | None) -> str:
     """``A or B``: the names of the direct subclasses of ``class_path`` ('' if none)."""
     target = _imported(class_path)
-    return " or ".join(sub.__name__ for sub in target.__subclasses__()) if isinstance(
-        target, type) else ""
+    return (
+        " or ".join(sub.__name__ for sub in target.__subclasses__())
+        if isinstance(target, type)
+        else ""
+    )
 
 
-def from_parser(chain: list[BaseException]) -> InputError:
-    """The innermost cause of a parser error, its field named by the nested keys."""
+@dataclass
+class ParserError:
+    """What a chain of parser errors says: the nested keys down to the innermost error, the
+    class being parsed there, the Union it was tried against, and the innermost message."""
+
+    keys: list[str]
+    class_path: str | None
+    subtypes: str | None
+    innermost: str
+    cause: BaseException
+
+    @property
+    def field(self) -> str:
+        return ".".join(self.keys)
+
+
+def read_chain(chain: list[BaseException]) -> ParserError:
+    """The :class:`ParserError` of a chain of causes (outermost first)."""
     keys, texts, class_path, subtypes = [], [], None, None
     for error in chain:
         text = str(error)
@@ -114,46 +135,97 @@ def from_parser(chain: list[BaseException]) -> InputError:
             subtypes = None  # a Union further out says nothing of this key
         if match := re.match(r"Problem with given class_path '([^']+)'", text):
             class_path = match.group(1)
-        if match := re.match(r"Does not validate against any of the Union subtypes\s*"
-                             r"Subtypes: (\[.*?\])\s*\n", text, re.S):
+        if match := re.match(
+            r"Does not validate against any of the Union subtypes\s*"
+            r"Subtypes: (\[.*?\])\s*\n",
+            text,
+            re.S,
+        ):
             subtypes = match.group(1)
-    innermost = texts[-1].strip()
-    field = ".".join(keys)
-    if match := re.search(r"Option '([^']+)' is not accepted", innermost):
-        options = _options(class_path)
-        close = difflib.get_close_matches(match.group(1), options, n=1)
-        owner = class_path.rsplit(".", 1)[-1] if class_path else "this object"
-        kinds = "" if options else _subclasses(class_path)
-        expected = (f"an option of {owner}: did you mean {close[0]}?" if close else
-                    f"an option of {owner}: {', '.join(options)}" if options else
-                    f"the class first, --{field} {kinds}, then its options" if kinds else None)
-        return InputError(".".join([*keys, match.group(1)]), "is not an option", expected)
-    if match := re.match(r"unrecognized arguments: (\S+)", innermost):
-        return InputError(match.group(1), "is not an option", f"an option listed by {HELP}")
-    if match := re.search(r"does not accept option '([^']+)'", innermost):
-        option = match.group(1)
-        close = difflib.get_close_matches(option.split(".")[0], SECTIONS, n=1)
-        hint = f"did you mean {close[0]}?" if close else f"one listed by {HELP}"
-        return InputError(option, "is not an option", f"an option of fit: {hint}")
-    if match := re.match(r"the following arguments are required: (.*)", innermost):
-        return InputError(field or "arguments", f"missing {match.group(1)}",
-                          f"values for {match.group(1)}")
-    if match := re.match(r"File does not exist: '(.*)'", innermost):
-        return InputError(match.group(1), "no such file", "an existing YAML config file")
-    if match := re.match(r"Expected a (.+?)\. Got value: (.*)", innermost, re.S):
-        expected = _types(subtypes) if subtypes else _types(f"[{match.group(1)}]")
-        return InputError(field or "arguments", f"{match.group(2).strip()!r} is not valid",
-                          expected)
-    if match := re.match(r"Expected a dot import path string: (.*)", innermost):
-        base = re.search(r"<class '([\w.]+)'>", subtypes or "")
-        kinds = _subclasses(base.group(1)) if base else ""
-        return InputError(field or "class_path", f"{match.group(1)!r} is not a class path",
-                          f"{kinds}, or the import path of a class" if kinds else
-                          "the import path of a class, e.g. spikefit.tasks.LikelihoodFit")
-    if class_path is not None and isinstance(chain[-1], (ImportError, AttributeError)):
-        return InputError(field or "class_path", f"cannot import {class_path!r}",
-                          "the import path of a class, e.g. spikefit.tasks.LikelihoodFit")
-    return InputError(field or "arguments", innermost.splitlines()[0].rstrip(":"))
+    return ParserError(keys, class_path, subtypes, texts[-1].strip(), chain[-1])
+
+
+def _not_accepted(error: ParserError, match: re.Match) -> InputError:
+    options = _options(error.class_path)
+    close = difflib.get_close_matches(match.group(1), options, n=1)
+    owner = error.class_path.rsplit(".", 1)[-1] if error.class_path else "this object"
+    kinds = "" if options else _subclasses(error.class_path)
+    expected = (
+        f"an option of {owner}: did you mean {close[0]}?"
+        if close
+        else f"an option of {owner}: {', '.join(options)}"
+        if options
+        else f"the class first, --{error.field} {kinds}, then its options"
+        if kinds
+        else None
+    )
+    return InputError(".".join([*error.keys, match.group(1)]), "is not an option", expected)
+
+
+def _not_a_section(error: ParserError, match: re.Match) -> InputError:
+    option = match.group(1)
+    close = difflib.get_close_matches(option.split(".")[0], SECTIONS, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"one listed by {HELP}"
+    return InputError(option, "is not an option", f"an option of fit: {hint}")
+
+
+def _wrong_type(error: ParserError, match: re.Match) -> InputError:
+    expected = _types(error.subtypes) if error.subtypes else _types(f"[{match.group(1)}]")
+    return InputError(
+        error.field or "arguments", f"{match.group(2).strip()!r} is not valid", expected
+    )
+
+
+def _not_a_class_path(error: ParserError, match: re.Match) -> InputError:
+    base = re.search(r"<class '([\w.]+)'>", error.subtypes or "")
+    kinds = _subclasses(base.group(1)) if base else ""
+    return InputError(
+        error.field or "class_path",
+        f"{match.group(1)!r} is not a class path",
+        f"{kinds}, or the import path of a class" if kinds else IMPORT_PATH,
+    )
+
+
+#: The expected form of a class option.
+IMPORT_PATH = "the import path of a class, e.g. spikefit.tasks.LikelihoodFit"
+#: The innermost messages of the parser and what each says of its field.
+PARSER_MESSAGES: list[tuple[re.Pattern, Callable[[ParserError, re.Match], InputError]]] = [
+    (re.compile(r"Option '([^']+)' is not accepted"), _not_accepted),
+    (
+        re.compile(r"^unrecognized arguments: (\S+)"),
+        lambda error, match: InputError(
+            match.group(1), "is not an option", f"an option listed by {HELP}"
+        ),
+    ),
+    (re.compile(r"does not accept option '([^']+)'"), _not_a_section),
+    (
+        re.compile(r"^the following arguments are required: (.*)"),
+        lambda error, match: InputError(
+            error.field or "arguments", f"missing {match.group(1)}", f"values for {match.group(1)}"
+        ),
+    ),
+    (
+        re.compile(r"^File does not exist: '(.*)'"),
+        lambda error, match: InputError(
+            match.group(1), "no such file", "an existing YAML config file"
+        ),
+    ),
+    (re.compile(r"^Expected a (.+?)\. Got value: (.*)", re.S), _wrong_type),
+    (re.compile(r"^Expected a dot import path string: (.*)"), _not_a_class_path),
+]
+
+
+def from_parser(chain: list[BaseException]) -> InputError:
+    """The innermost cause of a parser error, its field named by the nested keys."""
+    error = read_chain(chain)
+    for pattern, explained in PARSER_MESSAGES:
+        if match := pattern.search(error.innermost):
+            return explained(error, match)
+    if error.class_path is not None and isinstance(error.cause, ImportError | AttributeError):
+        return InputError(
+            error.field or "class_path", f"cannot import {error.class_path!r}", IMPORT_PATH
+        )
+    return InputError(error.field or "arguments", error.innermost.splitlines()[0].rstrip(":"))
 
 
 #: Lightning's names for a trainer setting inside its messages: `max_epochs`, `Trainer(devices=…)`.
@@ -180,13 +252,19 @@ def explain(error: BaseException, config: dict | None = None) -> InputError | No
     if any(type(cause).__name__ == "ArgumentError" for cause in chain):
         return from_parser(chain)
     if isinstance(error, OSError) and error.filename is not None:
-        return InputError(error.filename, (error.strerror or str(error)).lower(),
-                          "a path this run can read and write")
+        return InputError(
+            error.filename,
+            (error.strerror or str(error)).lower(),
+            "a path this run can read and write",
+        )
     if type(error).__name__ == "MisconfigurationException":
         return from_trainer(error)
     if isinstance(error, ValueError | FileNotFoundError | FileExistsError):  # plain messages
         plain = next(cause for cause in chain if not WRAPPERS.match(str(cause)))
         message = str(plain).strip().splitlines()[0]
-        return InputError(*message.split(": ", 1)) if ": " in message else InputError(
-            "arguments", message)
+        return (
+            InputError(*message.split(": ", 1))
+            if ": " in message
+            else InputError("arguments", message)
+        )
     return None

@@ -20,16 +20,24 @@ def load_file(path: Path, expected: str, map_location: str | torch.device = "cpu
     """
     pt = path.suffix != ".npy"
     try:
-        return (torch.load(path, weights_only=True, map_location=map_location) if pt
-                else torch.from_numpy(np.load(path, allow_pickle=False)))
+        return (
+            torch.load(path, weights_only=True, map_location=map_location)
+            if pt
+            else torch.from_numpy(np.load(path, allow_pickle=False))
+        )
     except OSError as error:  # missing, a folder, no permission
-        raise InputError(str(path), f"could not be read: {error.strerror or error}",
-                         expected) from None
+        raise InputError(
+            str(path), f"could not be read: {error.strerror or error}", expected
+        ) from None
     except Exception as error:  # torch's and numpy's messages span lines: one line here
-        how = ("with torch.load(weights_only=True), which runs no code from a file" if pt
-               else "as a NumPy array without pickles")
-        raise InputError(str(path), f"could not be loaded {how}: {type(error).__name__}",
-                         expected) from None
+        how = (
+            "with torch.load(weights_only=True), which runs no code from a file"
+            if pt
+            else "as a NumPy array without pickles"
+        )
+        raise InputError(
+            str(path), f"could not be loaded {how}: {type(error).__name__}", expected
+        ) from None
 
 
 def load_tensor(path: Path, expected: str) -> Tensor:

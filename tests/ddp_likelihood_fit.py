@@ -25,17 +25,33 @@ def main(devices: int, solver: str, out_dir: str) -> None:
     spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(network, 30_000, seed=4, verbose=False)
     adam = solver == "adam"
     solvers = {"adam": Adam(lr=0.05), "lbfgs": LBFGS(), "newton": Newton()}
-    task = LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), per_neuron=["theta"],
-                         coupling="dense", regularizer=L2(1e-3), solver=solvers[solver])
-    data = SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network),
-                                chunk_bins=6_000, heldout_fraction=0.2,
-                                chunks_per_batch=2 if adam else None)
-    trainer = L.Trainer(accelerator="cpu", devices=devices,
-                        strategy="ddp" if devices > 1 else "auto", max_epochs=60 if adam else 5,
-                        check_val_every_n_epoch=60 if adam else 1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0,
-                        default_root_dir=out_dir)
+    task = LikelihoodFit(
+        BernoulliGLM(**SEED_INTRODUCTION),
+        per_neuron=["theta"],
+        coupling="dense",
+        regularizer=L2(1e-3),
+        solver=solvers[solver],
+    )
+    data = SpikeTrainDataModule(
+        spikes=spikes,
+        network=graph_to_dense(network),
+        chunk_bins=6_000,
+        heldout_fraction=0.2,
+        chunks_per_batch=2 if adam else None,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_epochs=60 if adam else 5,
+        check_val_every_n_epoch=60 if adam else 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=out_dir,
+    )
     trainer.fit(task, data)
 
 

@@ -43,8 +43,13 @@ class Experiment:
 
 def trainer(log_dir: Path, rank_zero: bool = True) -> SimpleNamespace:
     logger = SimpleNamespace(experiment=Experiment())
-    return SimpleNamespace(log_dir=str(log_dir), default_root_dir=".", is_global_zero=rank_zero,
-                           logger=logger, global_step=7)
+    return SimpleNamespace(
+        log_dir=str(log_dir),
+        default_root_dir=".",
+        is_global_zero=rank_zero,
+        logger=logger,
+        global_step=7,
+    )
 
 
 def test_figures_go_to_png_files_and_tensorboard(tmp_path):
@@ -84,6 +89,5 @@ import spikefit.cli, spikefit.tasks
 added = sorted(name for name in set(sys.modules) - before if name.startswith("matplotlib"))
 assert not importers and not added, (importers, added)
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

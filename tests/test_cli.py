@@ -10,8 +10,21 @@ from spikefit.io import read_recording
 
 @pytest.mark.parametrize("output", ["spikes.npz", "raster.npy", "phy"])
 def test_simulate_writes_spikes_and_true_connectivity(tmp_path, output):
-    main(["simulate", "--n_steps", "3000", "--seed", "4", "--output", str(tmp_path / output),
-          "--generator.init_args.n_neurons", "20", "--generator.init_args.seed", "9"])
+    main(
+        [
+            "simulate",
+            "--n_steps",
+            "3000",
+            "--seed",
+            "4",
+            "--output",
+            str(tmp_path / output),
+            "--generator.init_args.n_neurons",
+            "20",
+            "--generator.init_args.seed",
+            "9",
+        ]
+    )
     weights = np.load(tmp_path / ("phy" if output == "phy" else "") / "W0.npy")
     expected = NormalGenerator(20, mean=0.0, std=5.0, glorot=True, seed=9).generate_W0()
     assert np.array_equal(weights, expected.numpy())  # dense [pre, post]
@@ -48,8 +61,17 @@ def test_simulate_then_fit_configs_round_trip(tmp_path, monkeypatch):
     assert summary["edge_auroc"] > 0.6  # well above chance (0.5) from 24,000 training bins
     assert np.load(run / "fitted_W0.npy").shape == (50, 50)
 
-    main(["simulate", "--config", str(CONFIGS / "simulate_bernoulli.yaml"), "--n_steps", "30000",
-          "--output", "recordings/phy"])
+    main(
+        [
+            "simulate",
+            "--config",
+            str(CONFIGS / "simulate_bernoulli.yaml"),
+            "--n_steps",
+            "30000",
+            "--output",
+            "recordings/phy",
+        ]
+    )
     main(["fit", "--config", str(CONFIGS / "fit_phy.yaml"), *quiet])
     newest = max(tmp_path.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     summary = json.loads(newest.read_text())
@@ -64,8 +86,13 @@ def test_help_lists_both_commands_and_the_default_tasks_options(capsys):
     main(["fit", "--help"])
     fit_help = capsys.readouterr().out
     assert fit_help.startswith("usage: python -m spikefit [options] fit")
-    for option in ("--trainer.max_epochs", "--model.target_rate_hz", "--model.tune",
-                   "--data.n_networks", "--ckpt_path"):
+    for option in (
+        "--trainer.max_epochs",
+        "--model.target_rate_hz",
+        "--model.tune",
+        "--data.n_networks",
+        "--ckpt_path",
+    ):
         assert option in fit_help
     assert "{fit,validate,test,predict}" not in overview + fit_help
     with pytest.raises(SystemExit) as exit_info:
@@ -78,10 +105,11 @@ def test_the_tasks_import_from_the_top_level_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, spikefit; assert 'lightning' not in sys.modules; "
-            "from spikefit import RateCalibration, LikelihoodFit, NetworkDataModule, "
-            "SpikeTrainDataModule; from spikefit.tasks import RateCalibration as R; "
-            "assert RateCalibration is R and 'lightning' in sys.modules")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys, spikefit; assert 'lightning' not in sys.modules; "
+        "from spikefit import RateCalibration, LikelihoodFit, NetworkDataModule, "
+        "SpikeTrainDataModule; from spikefit.tasks import RateCalibration as R; "
+        "assert RateCalibration is R and 'lightning' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

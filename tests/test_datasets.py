@@ -109,27 +109,43 @@ BAD_GENERATOR_ARGUMENTS = [  # (class, valid arguments, argument, bad value)
     (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "sparsity", math.nan),
     (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "glorot", "yes"),
     (NormalGenerator, {"n_neurons": 10, "mean": 0.0, "std": 1.0}, "seed", -3),
-    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
-     "n_neurons", 0),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "n_neurons", 0),
     (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "low", "0"),
     (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "high", 0.0),
-    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
-     "sparsity", 1.5),
-    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5},
-     "seed", 0.5),
-    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
-     "n_neurons", -1),
-    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
-     "a", math.nan),
-    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
-     "sigma_1", 0.0),
-    (MexicanHatGenerator, {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
-     "sigma_2", -2.0),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "sparsity", 1.5),
+    (UniformGenerator, {"n_neurons": 4, "low": 0.0, "high": 1.0, "sparsity": 0.5}, "seed", 0.5),
+    (
+        MexicanHatGenerator,
+        {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+        "n_neurons",
+        -1,
+    ),
+    (
+        MexicanHatGenerator,
+        {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+        "a",
+        math.nan,
+    ),
+    (
+        MexicanHatGenerator,
+        {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+        "sigma_1",
+        0.0,
+    ),
+    (
+        MexicanHatGenerator,
+        {"n_neurons": 10, "a": 0.5, "sigma_1": 1.0, "sigma_2": 2.0},
+        "sigma_2",
+        -2.0,
+    ),
 ]
 
 
-@pytest.mark.parametrize("generator_class, arguments, name, value", BAD_GENERATOR_ARGUMENTS,
-                         ids=[f"{c.__name__}.{n}={v}" for c, _, n, v in BAD_GENERATOR_ARGUMENTS])
+@pytest.mark.parametrize(
+    "generator_class, arguments, name, value",
+    BAD_GENERATOR_ARGUMENTS,
+    ids=[f"{c.__name__}.{n}={v}" for c, _, n, v in BAD_GENERATOR_ARGUMENTS],
+)
 def test_bad_generator_arguments_name_the_argument(generator_class, arguments, name, value):
     with pytest.raises(InputError) as error:
         generator_class(**{**arguments, name: value})

@@ -10,11 +10,22 @@ from spikefit.models.engine import steppers
 from spikefit.models.engine.history import InputHistory
 from spikefit.stimulus import RegularStimulus
 
-SEED_GLM = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7, abs_ref_strength=-100,
-                rel_ref_strength=-30, coupling_window=5, theta=5, r=1, dt=1)
+SEED_GLM = dict(
+    alpha=0.2,
+    beta=0.5,
+    abs_ref_scale=3,
+    rel_ref_scale=7,
+    abs_ref_strength=-100,
+    rel_ref_strength=-30,
+    coupling_window=5,
+    theta=5,
+    r=1,
+    dt=1,
+)
 
-needs_compiled_loop = pytest.mark.skipif(native.logistic_kernel() is None,
-                                         reason="the compiled loop cannot be built here")
+needs_compiled_loop = pytest.mark.skipif(
+    native.logistic_kernel() is None, reason="the compiled loop cannot be built here"
+)
 
 
 def networks(n_networks: int, n_neurons: int):
@@ -35,10 +46,15 @@ def test_compiled_and_python_loops_give_the_same_spikes(dt, n_trials, monkeypatc
     data = networks(3, 40)
     model = BernoulliGLM(**{**SEED_GLM, "dt": dt})
     model.theta.data = torch.linspace(3.0, 5.0, 120)  # per-neuron threshold
-    model.add_stimulus(RegularStimulus(strength=4.0, period=9, tau=2, stop=400,
-                                       stimulus_masks=torch.arange(120) % 4 == 0))
-    runs = [simulate(model, data, python_loop, monkeypatch, n_steps=400, seed=2,
-                     n_trials=n_trials) for python_loop in (False, True)]
+    model.add_stimulus(
+        RegularStimulus(
+            strength=4.0, period=9, tau=2, stop=400, stimulus_masks=torch.arange(120) % 4 == 0
+        )
+    )
+    runs = [
+        simulate(model, data, python_loop, monkeypatch, n_steps=400, seed=2, n_trials=n_trials)
+        for python_loop in (False, True)
+    ]
     assert runs[0].sum() > 100
     assert torch.equal(runs[0], runs[1])
 
@@ -61,21 +77,25 @@ def test_compiled_loop_spikes_do_not_depend_on_the_thread_count():
 def test_subclass_with_its_own_link_runs_its_link():
     """A subclass that overrides non_linearity alone keeps the Bernoulli emission, with its
     own link: time rescaling with -log(1 - p) of its p, never the compiled logistic loop."""
+
     class Steeper(BernoulliGLM):
         def non_linearity(self, input):
             return torch.sigmoid(2 * (input - self.theta)) * self.dt
 
     data, generator = networks(1, 20), torch.Generator().manual_seed(0)
-    for model, stepper in ((BernoulliGLM(**SEED_GLM), steppers.CompiledStepper),
-                           (Steeper(**SEED_GLM), steppers.RescaledStepper)):
+    for model, stepper in (
+        (BernoulliGLM(**SEED_GLM), steppers.CompiledStepper),
+        (Steeper(**SEED_GLM), steppers.RescaledStepper),
+    ):
         history = InputHistory(model, data, 1, 10)
         chosen = steppers.choose_stepper(model, history, generator)
         if native.logistic_kernel() is not None or stepper is steppers.RescaledStepper:
             assert type(chosen) is stepper
     steeper = Steeper(**SEED_GLM)
     g = torch.linspace(-2.0, 8.0, 11)
-    assert torch.allclose(steeper.effective_emission.hazard(steeper, g),
-                          -torch.log1p(-steeper.non_linearity(g)))
+    assert torch.allclose(
+        steeper.effective_emission.hazard(steeper, g), -torch.log1p(-steeper.non_linearity(g))
+    )
 
 
 def test_fallback_when_the_loop_cannot_be_built(monkeypatch):

@@ -507,9 +507,10 @@ def test_bad_nwb(tmp_path):
 # ---------------------------------------------------------------- objects users hold
 def test_pynapple_tsgroup_bins_like_its_spike_times():
     nap = pytest.importorskip("pynapple")
-    group = nap.TsGroup({3: nap.Ts(t=np.array([0.0101, 0.5, 0.5004])),
-                         7: nap.Ts(t=np.array([0.2, 1.99]))},
-                        time_support=nap.IntervalSet(0, 2))
+    group = nap.TsGroup(
+        {3: nap.Ts(t=np.array([0.0101, 0.5, 0.5004])), 7: nap.Ts(t=np.array([0.2, 1.99]))},
+        time_support=nap.IntervalSet(0, 2),
+    )
     rec = read_recording(group, dt_ms=1.0)
     assert rec.unit_ids == [3, 7] and rec.n_bins == 2000 and rec.source == "TsGroup"
     assert rec.spikes[0, 10] == 1 and rec.spikes[0, 500] == 2 and rec.spikes[1, 1990] == 1
@@ -519,13 +520,15 @@ def test_pynapple_tsgroup_bins_like_its_spike_times():
 
 def test_spikeinterface_sorting_bins_its_samples():
     si = pytest.importorskip("spikeinterface.core")
-    sorting = si.NumpySorting.from_unit_dict({1: np.array([10, 300, 301]), 5: np.array([50])},
-                                             sampling_frequency=1000.0)
+    sorting = si.NumpySorting.from_unit_dict(
+        {1: np.array([10, 300, 301]), 5: np.array([50])}, sampling_frequency=1000.0
+    )
     rec = read_recording(sorting, dt_ms=2.0)
     assert rec.unit_ids == [1, 5] and rec.source == "sorting"
     assert rec.spikes[0, 5] == 1 and rec.spikes[0, 150] == 2 and rec.spikes[1, 25] == 1
-    named = si.NumpySorting.from_unit_dict({"a": np.array([10]), "b": np.array([20])},
-                                           sampling_frequency=1000.0)
+    named = si.NumpySorting.from_unit_dict(
+        {"a": np.array([10]), "b": np.array([20])}, sampling_frequency=1000.0
+    )
     assert read_recording(named, dt_ms=1.0).unit_ids == [0, 1]  # numbered in order
     with pytest.raises(ValueError, match=r"^from_sorting\.segment_index: 3 is out of range"):
         read_recording(sorting, dt_ms=1.0, segment_index=3)

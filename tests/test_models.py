@@ -19,8 +19,18 @@ from spikefit.models import (
 )
 from spikefit.stimulus import RegularStimulus
 
-SEED_GLM = dict(alpha=0.2, beta=0.5, abs_ref_scale=3, rel_ref_scale=7, abs_ref_strength=-100,
-                rel_ref_strength=-30, coupling_window=5, theta=5, r=1, dt=1)
+SEED_GLM = dict(
+    alpha=0.2,
+    beta=0.5,
+    abs_ref_scale=3,
+    rel_ref_scale=7,
+    abs_ref_strength=-100,
+    rel_ref_strength=-30,
+    coupling_window=5,
+    theta=5,
+    r=1,
+    dt=1,
+)
 PAPER = {
     PoissonGLM: dict(alpha=15.9, beta=10, dt=0.1, T=200, tau=10, r=0.025, b=0.001),
     RectifiedLNP: dict(lambda_0=9.8, theta=-0.002, dt=0.1, T=200, tau=10, r=0.025, b=0.001),
@@ -31,13 +41,17 @@ PAPER = {
 
 def tiny_graph() -> Data:
     """0 → 1 (weight 2), 2 → 1 (weight -1), 1 → 0 (weight 0.5)."""
-    return Data(edge_index=torch.tensor([[0, 2, 1], [1, 1, 0]]),
-                W0=torch.tensor([2.0, -1.0, 0.5]), num_nodes=3)
+    return Data(
+        edge_index=torch.tensor([[0, 2, 1], [1, 1, 0]]),
+        W0=torch.tensor([2.0, -1.0, 0.5]),
+        num_nodes=3,
+    )
 
 
 def batch_of_networks(n_networks: int = 4, n_neurons: int = 20, seed: int = 0) -> Data:
     networks = NormalGenerator(n_neurons, mean=0, std=5, glorot=True, seed=seed).generate(
-        n_networks)
+        n_networks
+    )
     return next(iter(DataLoader(networks, batch_size=n_networks)))
 
 
@@ -185,8 +199,9 @@ class ForcedBernoulli(BernoulliGLM):
 @pytest.mark.parametrize("per_neuron_r", [False, True])
 def test_fast_engine_inputs_equal_reference_inputs(per_neuron_r):
     data = batch_of_networks()
-    stimulus = RegularStimulus(strength=3.0, period=7, tau=2, stop=300,
-                               stimulus_masks=torch.arange(80) % 3 == 0)
+    stimulus = RegularStimulus(
+        strength=3.0, period=7, tau=2, stop=300, stimulus_masks=torch.arange(80) % 3 == 0
+    )
     raster = (torch.rand(80, 300, generator=torch.Generator().manual_seed(4)) < 0.1).float()
     recorded = {}
     for engine in ("fast", "reference"):
@@ -230,12 +245,16 @@ def test_fast_and_reference_firing_statistics_agree():
 @pytest.mark.parametrize("model_class", [RectifiedSAM, ThresholdSAM, PoissonGLM, RectifiedLNP])
 def test_fast_and_reference_agree_for_every_model(model_class):
     data = batch_of_networks(n_networks=2, n_neurons=20)
-    model = model_class(**{**PAPER[model_class], "T": 20, "r": 0.002} if "T" in PAPER[model_class]
-                        else PAPER[model_class])
+    model = model_class(
+        **{**PAPER[model_class], "T": 20, "r": 0.002}
+        if "T" in PAPER[model_class]
+        else PAPER[model_class]
+    )
     model.b.data.fill_({PoissonGLM: 0.2, ThresholdSAM: 0.001}.get(model_class, 0.02))
     fast = model.simulate(data, 1500, seed=1, verbose=False).float().mean().item()
-    reference = model.simulate(data, 1500, seed=2, verbose=False,
-                               engine="reference").float().mean().item()
+    reference = (
+        model.simulate(data, 1500, seed=2, verbose=False, engine="reference").float().mean().item()
+    )
     assert fast > 0
     assert fast == pytest.approx(reference, rel=0.15)
 
@@ -268,8 +287,14 @@ def test_events_hold_the_same_spikes_as_the_raster():
 
 def test_stimulus_column_k_receives_stimulus_at_k():
     graph = dense_to_graph(torch.zeros(4, 4).fill_diagonal_(0) + torch.eye(4).roll(1, 0) * 0.1)
-    stimulus = RegularStimulus(strength=1000.0, period=10, tau=1, stop=60, start=5,
-                               stimulus_masks=torch.tensor([1, 0, 0, 0]))
+    stimulus = RegularStimulus(
+        strength=1000.0,
+        period=10,
+        tau=1,
+        stop=60,
+        start=5,
+        stimulus_masks=torch.tensor([1, 0, 0, 0]),
+    )
     model = BernoulliGLM(**SEED_GLM)
     model.add_stimulus(stimulus)
     spikes = model.simulate(graph, 60, seed=0, verbose=False)
@@ -285,8 +310,9 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="callable"):
         BernoulliGLM(**SEED_GLM).add_stimulus(5.0)
     data = batch_of_networks(n_networks=2)
-    stimulus = RegularStimulus(strength=1.0, period=10, tau=1, stop=10,
-                               stimulus_masks=torch.ones(30, dtype=torch.bool))
+    stimulus = RegularStimulus(
+        strength=1.0, period=10, tau=1, stop=10, stimulus_masks=torch.ones(30, dtype=torch.bool)
+    )
     model = BernoulliGLM(**SEED_GLM)
     model.add_stimulus(stimulus)
     with pytest.raises(ValueError, match="covers 30 neurons but the network batch has 40"):
@@ -299,30 +325,63 @@ def test_bad_input_errors():
 ARGUMENTS = {BernoulliGLM: SEED_GLM, **PAPER}
 NAN, INF = math.nan, math.inf
 BAD_PARAMETERS = [  # (class, argument, value): one bad value per rule and class at least
-    (BernoulliGLM, "dt", 0), (BernoulliGLM, "dt", 1.5), (BernoulliGLM, "dt", NAN),
-    (BernoulliGLM, "coupling_window", 2.5), (BernoulliGLM, "coupling_window", -1),
-    (BernoulliGLM, "abs_ref_scale", -1), (BernoulliGLM, "rel_ref_scale", "7"),
-    (BernoulliGLM, "theta", NAN), (BernoulliGLM, "theta", torch.tensor([1.0, INF])),
-    (BernoulliGLM, "alpha", INF), (BernoulliGLM, "beta", NAN), (BernoulliGLM, "r", INF),
-    (BernoulliGLM, "abs_ref_strength", NAN), (BernoulliGLM, "rel_ref_strength", -INF),
-    (PoissonGLM, "alpha", 0), (PoissonGLM, "alpha", -15.9),
-    (PoissonGLM, "alpha", torch.tensor([1.0, -1.0])), (PoissonGLM, "beta", NAN),
-    (PoissonGLM, "T", 0), (PoissonGLM, "T", 1.5), (PoissonGLM, "tau", 0), (PoissonGLM, "tau", -5),
-    (PoissonGLM, "dt", 0), (PoissonGLM, "dt", -0.1), (PoissonGLM, "r", INF), (PoissonGLM, "b", NAN),
-    (RectifiedLNP, "lambda_0", -1), (RectifiedLNP, "theta", NAN), (RectifiedLNP, "T", -3),
-    (RectifiedLNP, "tau", 0), (RectifiedLNP, "dt", 0), (RectifiedLNP, "r", NAN),
+    (BernoulliGLM, "dt", 0),
+    (BernoulliGLM, "dt", 1.5),
+    (BernoulliGLM, "dt", NAN),
+    (BernoulliGLM, "coupling_window", 2.5),
+    (BernoulliGLM, "coupling_window", -1),
+    (BernoulliGLM, "abs_ref_scale", -1),
+    (BernoulliGLM, "rel_ref_scale", "7"),
+    (BernoulliGLM, "theta", NAN),
+    (BernoulliGLM, "theta", torch.tensor([1.0, INF])),
+    (BernoulliGLM, "alpha", INF),
+    (BernoulliGLM, "beta", NAN),
+    (BernoulliGLM, "r", INF),
+    (BernoulliGLM, "abs_ref_strength", NAN),
+    (BernoulliGLM, "rel_ref_strength", -INF),
+    (PoissonGLM, "alpha", 0),
+    (PoissonGLM, "alpha", -15.9),
+    (PoissonGLM, "alpha", torch.tensor([1.0, -1.0])),
+    (PoissonGLM, "beta", NAN),
+    (PoissonGLM, "T", 0),
+    (PoissonGLM, "T", 1.5),
+    (PoissonGLM, "tau", 0),
+    (PoissonGLM, "tau", -5),
+    (PoissonGLM, "dt", 0),
+    (PoissonGLM, "dt", -0.1),
+    (PoissonGLM, "r", INF),
+    (PoissonGLM, "b", NAN),
+    (RectifiedLNP, "lambda_0", -1),
+    (RectifiedLNP, "theta", NAN),
+    (RectifiedLNP, "T", -3),
+    (RectifiedLNP, "tau", 0),
+    (RectifiedLNP, "dt", 0),
+    (RectifiedLNP, "r", NAN),
     (RectifiedLNP, "b", INF),
-    (RectifiedSAM, "lambda_0", -0.5), (RectifiedSAM, "theta", INF), (RectifiedSAM, "tau", 0.05),
-    (RectifiedSAM, "tau", torch.tensor([10.0, 0.01])), (RectifiedSAM, "tau", -10),
-    (RectifiedSAM, "dt", 0), (RectifiedSAM, "r", NAN), (RectifiedSAM, "b", NAN),
-    (ThresholdSAM, "tau", 0.05), (ThresholdSAM, "dt", -0.1), (ThresholdSAM, "sigma", -0.3),
-    (ThresholdSAM, "rho", 1.5), (ThresholdSAM, "rho", -0.1), (ThresholdSAM, "theta", NAN),
-    (ThresholdSAM, "r", INF), (ThresholdSAM, "b", NAN),
+    (RectifiedSAM, "lambda_0", -0.5),
+    (RectifiedSAM, "theta", INF),
+    (RectifiedSAM, "tau", 0.05),
+    (RectifiedSAM, "tau", torch.tensor([10.0, 0.01])),
+    (RectifiedSAM, "tau", -10),
+    (RectifiedSAM, "dt", 0),
+    (RectifiedSAM, "r", NAN),
+    (RectifiedSAM, "b", NAN),
+    (ThresholdSAM, "tau", 0.05),
+    (ThresholdSAM, "dt", -0.1),
+    (ThresholdSAM, "sigma", -0.3),
+    (ThresholdSAM, "rho", 1.5),
+    (ThresholdSAM, "rho", -0.1),
+    (ThresholdSAM, "theta", NAN),
+    (ThresholdSAM, "r", INF),
+    (ThresholdSAM, "b", NAN),
 ]
 
 
-@pytest.mark.parametrize("model_class, name, value", BAD_PARAMETERS,
-                         ids=[f"{c.__name__}.{n}={v}" for c, n, v in BAD_PARAMETERS])
+@pytest.mark.parametrize(
+    "model_class, name, value",
+    BAD_PARAMETERS,
+    ids=[f"{c.__name__}.{n}={v}" for c, n, v in BAD_PARAMETERS],
+)
 def test_bad_parameters_are_refused_at_construction_naming_them(model_class, name, value):
     with pytest.raises(InputError) as error:
         model_class(**{**ARGUMENTS[model_class], name: value})
@@ -346,8 +405,7 @@ def test_activation_tau_must_reach_dt(model_class):
 
 def test_bernoulli_needs_a_history_window():
     with pytest.raises(InputError, match=r"^BernoulliGLM\.coupling_window: 0 .*\(expected"):
-        BernoulliGLM(**{**SEED_GLM, "coupling_window": 0, "abs_ref_scale": 0,
-                        "rel_ref_scale": 0})
+        BernoulliGLM(**{**SEED_GLM, "coupling_window": 0, "abs_ref_scale": 0, "rel_ref_scale": 0})
     assert BernoulliGLM(**{**SEED_GLM, "alpha": -0.2, "beta": -0.5}).window == 10  # |α|, |β|
 
 
@@ -369,18 +427,26 @@ def test_runaway_activity_stops_with_a_message():
 
 def test_save_load_round_trip_with_per_neuron_parameter(tmp_path):
     model = BernoulliGLM(**SEED_GLM)
-    model.add_stimulus(RegularStimulus(strength=2.5, period=10, tau=1, stop=10,
-                                       stimulus_masks=torch.ones(3)))
+    model.add_stimulus(
+        RegularStimulus(strength=2.5, period=10, tau=1, stop=10, stimulus_masks=torch.ones(3))
+    )
     model.theta.data = torch.tensor([4.0, 5.0, 6.0])
     model.save(tmp_path / "model.pt")
     other = BernoulliGLM(**{**SEED_GLM, "r": 3})
-    other.add_stimulus(RegularStimulus(strength=0.0, period=10, tau=1, stop=10,
-                                       stimulus_masks=torch.ones(3)))
+    other.add_stimulus(
+        RegularStimulus(strength=0.0, period=10, tau=1, stop=10, stimulus_masks=torch.ones(3))
+    )
     other.load(tmp_path / "model.pt")
     assert other.theta.tolist() == [4.0, 5.0, 6.0] and other.r.item() == 1.0
     assert other.stimulus.strength.item() == 2.5
-    assert set(other.tunable_parameters) == {"theta", "r", "alpha", "beta", "rel_ref_strength",
-                                             "stimulus.strength"}
+    assert set(other.tunable_parameters) == {
+        "theta",
+        "r",
+        "alpha",
+        "beta",
+        "rel_ref_strength",
+        "stimulus.strength",
+    }
 
 
 # ---------------------------------------------------------------- declared models
@@ -423,10 +489,19 @@ def test_an_overridden_link_is_simulated_with_that_link():
     data = batch_of_networks(n_networks=2, n_neurons=50)
     steeper = SteeperLink(**{**SEED_GLM, "theta": 3})
     fast = steeper.simulate(data, 20000, seed=1, verbose=False).float().mean().item()
-    reference = steeper.simulate(data, 2000, seed=2, verbose=False,
-                                 engine="reference").float().mean().item()
-    seed = BernoulliGLM(**{**SEED_GLM, "theta": 3}).simulate(
-        data, 20000, seed=1, verbose=False).float().mean().item()
+    reference = (
+        steeper.simulate(data, 2000, seed=2, verbose=False, engine="reference")
+        .float()
+        .mean()
+        .item()
+    )
+    seed = (
+        BernoulliGLM(**{**SEED_GLM, "theta": 3})
+        .simulate(data, 20000, seed=1, verbose=False)
+        .float()
+        .mean()
+        .item()
+    )
     assert fast == pytest.approx(reference, rel=0.1)
     assert abs(fast - seed) > 0.2 * seed
 
@@ -437,8 +512,9 @@ def test_an_overridden_input_runs_the_reference_path_and_teacher_forcing_calls_i
     raster = (torch.rand(20, 200, generator=torch.Generator().manual_seed(2)) < 0.1).float()
     W, edge_index = model.connectivity_filter(data.W0, data.edge_index, 20)
     history = torch.nn.functional.pad(raster, (model.window, 0))
-    by_hand = torch.stack([model.input(edge_index, W, history[:, s:s + model.window], t=s)
-                           for s in range(200)], -1)
+    by_hand = torch.stack(
+        [model.input(edge_index, W, history[:, s : s + model.window], t=s) for s in range(200)], -1
+    )
     forced = model.input_from_spikes(data, raster.unsqueeze(0))[0]
     assert torch.allclose(forced, by_hand) and (forced - 1.5).abs().max() > 1  # real inputs
     seed_forced = BernoulliGLM(**SEED_GLM).input_from_spikes(data, raster.unsqueeze(0))[0]
@@ -490,7 +566,7 @@ def test_a_basis_of_coupling_kernels_simulates_and_teacher_forces_exactly():
     assert torch.allclose(forced, recorded["fast"].t()[:, 20:], atol=1e-4)
     W, _ = model.connectivity_filter(data.W0, data.edge_index, 40)
     basis = model.coupling_basis().flip(-1)
-    assert torch.allclose(W[:len(data.W0)], data.W0 @ basis)  # W[e] = Σ_b w_eb B_b flipped
+    assert torch.allclose(W[: len(data.W0)], data.W0 @ basis)  # W[e] = Σ_b w_eb B_b flipped
     spikes = TwoBasisBernoulli(**SEED_GLM).simulate(data, 2000, seed=1, verbose=False)
     assert 0 < spikes.float().mean() < 0.1
 
@@ -506,17 +582,26 @@ def test_raised_cosine_bases_by_hand():
     # log-stretched, c = 1: u = log(1 + τ) / log 3 = (0, 0.631, 1); width 1
     log = RaisedCosineLog(2, 3, offset=1.0, width=1.0)()
     u = math.log(2) / math.log(3)
-    assert torch.allclose(log, torch.tensor([[1, 0.5 * (1 + math.cos(math.pi * u)), 0],
-                                             [0, 0.5 * (1 + math.cos(math.pi * (u - 1))), 1]]),
-                          atol=1e-6)
+    assert torch.allclose(
+        log,
+        torch.tensor(
+            [
+                [1, 0.5 * (1 + math.cos(math.pi * u)), 0],
+                [0, 0.5 * (1 + math.cos(math.pi * (u - 1))), 1],
+            ]
+        ),
+        atol=1e-6,
+    )
     assert torch.allclose(log.sum(0), torch.ones(3), atol=1e-6)  # width 1: a partition of 1
     peaks = RaisedCosineLog(8, 100)().argmax(1)  # log-spaced: the gaps grow with the lag
     gaps = peaks[1:] - peaks[:-1]
     assert peaks[0] == 0 and peaks[-1] == 99
     assert (gaps[1:] >= gaps[:-1]).all() and gaps[-1] > 10 * gaps[0]
     exponentials = Exponentials([1.0, 4.0], 3)()
-    assert torch.allclose(exponentials, torch.tensor([[1, math.exp(-1), math.exp(-2)],
-                                                      [1, math.exp(-0.25), math.exp(-0.5)]]))
+    assert torch.allclose(
+        exponentials,
+        torch.tensor([[1, math.exp(-1), math.exp(-2)], [1, math.exp(-0.25), math.exp(-0.5)]]),
+    )
     with pytest.raises(InputError, match=r"^RaisedCosineLog\.n_basis: "):
         RaisedCosineLog(0, 10)
     with pytest.raises(InputError, match=r"^Exponentials\.time_constants\[1\]: "):

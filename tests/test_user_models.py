@@ -26,8 +26,13 @@ from spikefit.tasks.defaults import SEED_INTRODUCTION
 from spikefit.tasks.solvers import LBFGS, Newton
 
 DOC = Path(__file__).parent.parent / "docs" / "user_models.md"
-QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-             enable_model_summary=False, num_sanity_val_steps=0)
+QUIET = dict(
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +82,21 @@ def networks(n_networks: int = 2, n_neurons: int = 30):
     return NormalGenerator(n_neurons, mean=0, std=3, glorot=True, seed=3).generate(n_networks)
 
 
-def calibrate_and_check(model, tune: str, target_hz: float, tmp_path: Path,
-                        tolerance: float = 0.03) -> None:
+def calibrate_and_check(
+    model, tune: str, target_hz: float, tmp_path: Path, tolerance: float = 0.03
+) -> None:
     """Calibrates ``model`` (to ``tolerance``; few trials per step, since a model with its
     own input is teacher-forced one step at a time) and checks the reported rate, and the
     rate of a fresh simulation of the calibrated model (another seed, 40,000 steps), against
     the target."""
-    task = RateCalibration(model, tune=[tune], target_rate_hz=target_hz, window_steps=200,
-                           max_trials=32, tolerance=tolerance)
+    task = RateCalibration(
+        model,
+        tune=[tune],
+        target_rate_hz=target_hz,
+        window_steps=200,
+        max_trials=32,
+        tolerance=tolerance,
+    )
     data = NetworkDataModule(n_networks=2, batch_size=2)
     data.networks = networks()
     L.Trainer(max_epochs=20, default_root_dir=tmp_path, **QUIET).fit(task, data)
@@ -97,12 +109,13 @@ def calibrate_and_check(model, tune: str, target_hz: float, tmp_path: Path,
 
 
 @pytest.mark.parametrize("kind", ["link", "input", "emission draw", "new emission"])
-def test_every_kind_of_user_model_calibrates_to_what_fresh_simulation_shows(kind, doc,
-                                                                          tmp_path):
-    model = {"link": lambda: SteeperLink(**SEED_INTRODUCTION),
-             "input": lambda: doc["ExtraDrive"](**{**SEED_INTRODUCTION, "theta": 7.0}),
-             "emission draw": lambda: AtMostOne(**POISSON),
-             "new emission": lambda: doc["MergedGLM"](**SEED_INTRODUCTION)}[kind]()
+def test_every_kind_of_user_model_calibrates_to_what_fresh_simulation_shows(kind, doc, tmp_path):
+    model = {
+        "link": lambda: SteeperLink(**SEED_INTRODUCTION),
+        "input": lambda: doc["ExtraDrive"](**{**SEED_INTRODUCTION, "theta": 7.0}),
+        "emission draw": lambda: AtMostOne(**POISSON),
+        "new emission": lambda: doc["MergedGLM"](**SEED_INTRODUCTION),
+    }[kind]()
     tune = "b" if kind == "emission draw" else "theta"
     calibrate_and_check(model, tune, 8.0, tmp_path)
 
@@ -115,7 +128,8 @@ def recording(model, steps: int = 20_000):
 def fitted_thresholds(model, spikes, tmp_path: Path, **options) -> torch.Tensor:
     task = LikelihoodFit(model, per_neuron=["theta"], **options)
     L.Trainer(max_epochs=25, default_root_dir=tmp_path, **QUIET).fit(
-        task, SpikeTrainDataModule(spikes=spikes, network=None, heldout_fraction=0.2))
+        task, SpikeTrainDataModule(spikes=spikes, network=None, heldout_fraction=0.2)
+    )
     return task.model.theta.detach()
 
 
@@ -123,8 +137,9 @@ def test_its_own_link_is_fitted_with_that_link(tmp_path):
     spikes = recording(SteeperLink(**{**SEED_INTRODUCTION, "theta": 2.0}))
     assert spikes.float().mean() > 0.005  # a few Hz: the thresholds are identifiable
     start = {**SEED_INTRODUCTION, "theta": 3.0}
-    theta = fitted_thresholds(SteeperLink(**start), spikes, tmp_path, coupling="dense",
-                              solver=Newton())
+    theta = fitted_thresholds(
+        SteeperLink(**start), spikes, tmp_path, coupling="dense", solver=Newton()
+    )
     assert theta.mean().item() == pytest.approx(2.0, abs=0.2)
 
 
@@ -133,29 +148,43 @@ def test_its_own_input_is_fitted_through_it_and_its_coupling_is_refused(doc, tmp
     true = {**SEED_INTRODUCTION, "theta": 7.0}
     network = networks(1)[0]
     spikes = extra(**true).simulate(network, 3_000, seed=7, verbose=False)
-    task = LikelihoodFit(extra(**{**true, "theta": 5.0}), per_neuron=["theta"],
-                         coupling="fixed", solver=Newton())
+    task = LikelihoodFit(
+        extra(**{**true, "theta": 5.0}), per_neuron=["theta"], coupling="fixed", solver=Newton()
+    )
     L.Trainer(max_epochs=15, default_root_dir=tmp_path, **QUIET).fit(
-        task, SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network),
-                                   heldout_fraction=0))
+        task,
+        SpikeTrainDataModule(spikes=spikes, network=graph_to_dense(network), heldout_fraction=0),
+    )
     assert task.converged and task.model.theta.mean().item() == pytest.approx(7.0, abs=0.4)
-    with pytest.raises(InputError, match=r"^LikelihoodFit\.coupling: ExtraDrive overrides its "
-                                         r"input stage"):
+    with pytest.raises(
+        InputError,
+        match=r"^LikelihoodFit\.coupling: ExtraDrive overrides its "
+        r"input stage",
+    ):
         LikelihoodFit(extra(**true), per_neuron=["theta"], coupling="dense")
 
 
 def test_its_own_draw_has_no_likelihood_unless_given_one(tmp_path):
-    with pytest.raises(InputError, match=r"^LikelihoodFit\.model: AtMostOne overrides "
-                                         r"emit_spikes without declaring an emission"):
+    with pytest.raises(
+        InputError,
+        match=r"^LikelihoodFit\.model: AtMostOne overrides "
+        r"emit_spikes without declaring an emission",
+    ):
         LikelihoodFit(AtMostOne(**POISSON), per_neuron=["b"])
-    task = LikelihoodFit(AtMostOne(**POISSON), per_neuron=["b"], coupling="none",
-                         observation=Bernoulli())
+    task = LikelihoodFit(
+        AtMostOne(**POISSON), per_neuron=["b"], coupling="none", observation=Bernoulli()
+    )
     assert task.observation.inverse_link is None  # the model's own non-linearity
 
 
 def test_a_new_emission_is_fitted_with_its_likelihood(doc, tmp_path):
     merged = doc["MergedGLM"]
     spikes = recording(merged(**SEED_INTRODUCTION))
-    theta = fitted_thresholds(merged(**{**SEED_INTRODUCTION, "theta": 4.0}), spikes, tmp_path,
-                              coupling="dense", solver=LBFGS())
+    theta = fitted_thresholds(
+        merged(**{**SEED_INTRODUCTION, "theta": 4.0}),
+        spikes,
+        tmp_path,
+        coupling="dense",
+        solver=LBFGS(),
+    )
     assert theta.mean().item() == pytest.approx(5.0, abs=0.3)

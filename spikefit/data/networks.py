@@ -11,8 +11,9 @@ from spikefit.checks import whole
 from spikefit.datasets import ConnectivityDataset, ConnectivityGenerator, NormalGenerator
 
 #: The seed introduction's networks: 50 neurons, Dale's law, N(0, 5²/50) weights.
-DEFAULT_GENERATOR = lazy_instance(NormalGenerator, n_neurons=50, mean=0.0, std=5.0,
-                                  glorot=True, seed=0)
+DEFAULT_GENERATOR = lazy_instance(
+    NormalGenerator, n_neurons=50, mean=0.0, std=5.0, glorot=True, seed=0
+)
 
 
 class NetworkDataModule(L.LightningDataModule):
@@ -29,8 +30,13 @@ class NetworkDataModule(L.LightningDataModule):
         batch_size: networks per batch.
     """
 
-    def __init__(self, generator: ConnectivityGenerator = DEFAULT_GENERATOR,
-                 n_networks: int = 10, root: str | None = None, batch_size: int = 10) -> None:
+    def __init__(
+        self,
+        generator: ConnectivityGenerator = DEFAULT_GENERATOR,
+        n_networks: int = 10,
+        root: str | None = None,
+        batch_size: int = 10,
+    ) -> None:
         super().__init__()
         owner = type(self).__name__
         whole(f"{owner}.n_networks", n_networks, 1)

@@ -31,8 +31,15 @@ class SpikeChunks(Dataset):
       of a distributed run gets as many chunks as the others without counting any twice.
     """
 
-    def __init__(self, spikes: torch.Tensor, first: int, stop: int, chunk_bins: int,
-                 history_bins: int, n_padding: int = 0) -> None:
+    def __init__(
+        self,
+        spikes: torch.Tensor,
+        first: int,
+        stop: int,
+        chunk_bins: int,
+        history_bins: int,
+        n_padding: int = 0,
+    ) -> None:
         self.spikes = spikes
         self.history_bins = history_bins
         self.bounds = [(a, min(a + chunk_bins, stop)) for a in range(first, stop, chunk_bins)]
@@ -46,8 +53,12 @@ class SpikeChunks(Dataset):
             raise IndexError(f"chunk {index} of {len(self)}")
         a, b = self.bounds[index % len(self.bounds)]
         start = max(0, a - self.history_bins)
-        return {"spikes": self.spikes[:, start:b], "start": start, "bins": b - a,
-                "weight": float(index < len(self.bounds))}
+        return {
+            "spikes": self.spikes[:, start:b],
+            "start": start,
+            "bins": b - a,
+            "weight": float(index < len(self.bounds)),
+        }
 
 
 def as_list(chunks: list[Chunk]) -> list[Chunk]:
@@ -81,19 +92,29 @@ class SpikeTrainDataModule(L.LightningDataModule):
             (its model's memory).
     """
 
-    def __init__(self, path: str | None = None, dt_ms: float = 1.0,
-                 spikes: torch.Tensor | Recording | None = None,
-                 unit_ids: list[int] | None = None, min_rate_hz: float | None = None,
-                 t_start_s: float | None = None, t_stop_s: float | None = None,
-                 network: str | torch.Tensor | Data | None = None,
-                 heldout_fraction: float = 0.2, chunk_bins: int = 20_000,
-                 chunks_per_batch: int | None = None, history_bins: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        dt_ms: float = 1.0,
+        spikes: torch.Tensor | Recording | None = None,
+        unit_ids: list[int] | None = None,
+        min_rate_hz: float | None = None,
+        t_start_s: float | None = None,
+        t_stop_s: float | None = None,
+        network: str | torch.Tensor | Data | None = None,
+        heldout_fraction: float = 0.2,
+        chunk_bins: int = 20_000,
+        chunks_per_batch: int | None = None,
+        history_bins: int | None = None,
+    ) -> None:
         super().__init__()
         owner = self.owner = type(self).__name__
         if (path is None) == (spikes is None):
-            raise InputError(f"{owner}.path", "give exactly one of path and spikes",
-                             "path (a recording file or folder) or spikes (a [N, T] raster "
-                             "or a Recording)")
+            raise InputError(
+                f"{owner}.path",
+                "give exactly one of path and spikes",
+                "path (a recording file or folder) or spikes (a [N, T] raster or a Recording)",
+            )
         positive(f"{owner}.dt_ms", dt_ms, "ms")
         if min_rate_hz is not None:
             non_negative(f"{owner}.min_rate_hz", min_rate_hz, "Hz")
@@ -114,8 +135,11 @@ class SpikeTrainDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         if hp.path is not None:
-            selection = {key: hp[key] for key in ("unit_ids", "min_rate_hz", "t_start_s",
-                                                  "t_stop_s") if hp[key] is not None}
+            selection = {
+                key: hp[key]
+                for key in ("unit_ids", "min_rate_hz", "t_start_s", "t_stop_s")
+                if hp[key] is not None
+            }
             recording = read_recording(hp.path, hp.dt_ms, **selection)
         elif isinstance(self.source, Recording):
             recording = self.source
@@ -124,18 +148,26 @@ class SpikeTrainDataModule(L.LightningDataModule):
             check_counts(raster.numpy(), "data.spikes")
             recording = Recording(raster, hp.dt_ms, list(range(len(raster))))
         if not math.isclose(recording.dt, hp.dt_ms):
-            raise InputError(f"{self.owner}.dt_ms", f"{hp.dt_ms:g} ms differs from the "
-                             f"recording's bins of {recording.dt:g} ms", "the recording's bin")
+            raise InputError(
+                f"{self.owner}.dt_ms",
+                f"{hp.dt_ms:g} ms differs from the recording's bins of {recording.dt:g} ms",
+                "the recording's bin",
+            )
         self.recording = recording
         self.network = self._load_network(self.network_source, f"{self.owner}.network")
         if self.network is not None and self.network.num_nodes != self.n_neurons:
-            raise InputError(f"{self.owner}.network", f"{self.network.num_nodes} neurons for a "
-                             f"recording of {self.n_neurons} units",
-                             "the [N, N] matrix of the recorded units")
+            raise InputError(
+                f"{self.owner}.network",
+                f"{self.network.num_nodes} neurons for a recording of {self.n_neurons} units",
+                "the [N, N] matrix of the recorded units",
+            )
         if hp.heldout_fraction > 0 and self.n_train_bins in (0, self.recording.n_bins):
-            raise InputError(f"{self.owner}.heldout_fraction", f"{hp.heldout_fraction} of "
-                             f"{self.recording.n_bins} bins leaves no training or held-out bin",
-                             "a fraction that leaves bins on both sides")
+            raise InputError(
+                f"{self.owner}.heldout_fraction",
+                f"{hp.heldout_fraction} of "
+                f"{self.recording.n_bins} bins leaves no training or held-out bin",
+                "a fraction that leaves bins on both sides",
+            )
 
     @staticmethod
     def _load_network(network: str | torch.Tensor | Data | None, field: str) -> Data | None:
@@ -146,8 +178,11 @@ class SpikeTrainDataModule(L.LightningDataModule):
             field = str(network)
             network = load_tensor(Path(network), "a dense [N, N] connectivity matrix")
         if network.dim() != 2 or network.shape[0] != network.shape[1]:
-            raise InputError(field, f"shape {list(network.shape)} is not square",
-                             "a [N, N] matrix indexed [pre, post]")
+            raise InputError(
+                field,
+                f"shape {list(network.shape)} is not square",
+                "a [N, N] matrix indexed [pre, post]",
+            )
         if not torch.isfinite(network).all():
             raise InputError(field, "holds NaN or infinite weights", "finite weights")
         return dense_to_graph(network.float().fill_diagonal_(0))
@@ -173,19 +208,27 @@ class SpikeTrainDataModule(L.LightningDataModule):
     @property
     def train_rates(self) -> torch.Tensor:
         """[N] mean spike count per bin of each neuron on the training bins."""
-        return self.spikes[:, :self.n_train_bins].mean(dim=1)
+        return self.spikes[:, : self.n_train_bins].mean(dim=1)
 
     # ------------------------------------------------------------------ loaders
     def _chunks(self, first: int, stop: int) -> SpikeChunks:
         history = self.hparams.history_bins
         if history is None:
             if self.trainer is None:
-                raise ValueError("data.history_bins is needed outside a Trainer (the task "
-                                 "fitted under a Trainer gives its model's memory)")
+                raise ValueError(
+                    "data.history_bins is needed outside a Trainer (the task "
+                    "fitted under a Trainer gives its model's memory)"
+                )
             history = self.trainer.lightning_module.history_bins
         n_chunks = math.ceil((stop - first) / self.hparams.chunk_bins)
-        return SpikeChunks(self.spikes, first, stop, self.hparams.chunk_bins, history,
-                           n_padding=-n_chunks % self.world_size)
+        return SpikeChunks(
+            self.spikes,
+            first,
+            stop,
+            self.hparams.chunk_bins,
+            history,
+            n_padding=-n_chunks % self.world_size,
+        )
 
     @property
     def world_size(self) -> int:
@@ -195,13 +238,16 @@ class SpikeTrainDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         chunks = self._chunks(0, self.n_train_bins)
         per_batch = self.hparams.chunks_per_batch
-        return DataLoader(chunks, batch_size=per_batch or len(chunks) // self.world_size,
-                          shuffle=per_batch is not None, collate_fn=as_list)
+        return DataLoader(
+            chunks,
+            batch_size=per_batch or len(chunks) // self.world_size,
+            shuffle=per_batch is not None,
+            collate_fn=as_list,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """Loader 0: the training bins; loader 1 (if any): the held-out bins."""
         parts = [(0, self.n_train_bins)]
         if self.n_train_bins < self.recording.n_bins:
             parts.append((self.n_train_bins, self.recording.n_bins))
-        return [DataLoader(self._chunks(*part), batch_size=1, collate_fn=as_list)
-                for part in parts]
+        return [DataLoader(self._chunks(*part), batch_size=1, collate_fn=as_list) for part in parts]

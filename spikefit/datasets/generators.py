@@ -38,7 +38,7 @@ def _write(path: Path, matrix: Tensor) -> None:
     """Saves ``matrix`` to ``path`` atomically: to ``path.partial``, then renamed."""
     temporary = path.with_name(path.name + ".partial")
     with temporary.open("wb") as file:  # through a file object, torch names the archive inside
-        torch.save(matrix, file)        # "archive", not after the temporary file
+        torch.save(matrix, file)  # "archive", not after the temporary file
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
@@ -72,14 +72,24 @@ class ConnectivityGenerator:
         """
         directory = Path(directory)
         files = {directory / f"{i}.pt": self.generate_W0() for i in range(self.count("n", n))}
-        clashes = [str(path) for path, matrix in files.items()
-                   if path.exists() and not _holds(path, matrix)]
+        clashes = [
+            str(path)
+            for path, matrix in files.items()
+            if path.exists() and not _holds(path, matrix)
+        ]
         if clashes:
-            more = (f", as do {len(clashes) - 1} more of the {len(files)} files"
-                    if len(clashes) > 1 else "")
-            raise FileExistsError(errno.EEXIST, f"holds another matrix than this generator's"
-                                  f"{more}; nothing written (remove the differing files or save "
-                                  f"to another directory)", clashes[0])
+            more = (
+                f", as do {len(clashes) - 1} more of the {len(files)} files"
+                if len(clashes) > 1
+                else ""
+            )
+            raise FileExistsError(
+                errno.EEXIST,
+                f"holds another matrix than this generator's"
+                f"{more}; nothing written (remove the differing files or save "
+                f"to another directory)",
+                clashes[0],
+            )
         directory.mkdir(parents=True, exist_ok=True)
         for path, matrix in files.items():
             if not path.exists():
@@ -124,13 +134,23 @@ class NormalGenerator(ConnectivityGenerator):
     ) -> None:
         self.n_neurons = self.count("n_neurons", n_neurons, 2)
         if self.n_neurons % 2:
-            raise InputError(field_name(self, "n_neurons"), f"{self.n_neurons} is odd",
-                             "an even number: half excitatory, half inhibitory")
+            raise InputError(
+                field_name(self, "n_neurons"),
+                f"{self.n_neurons} is odd",
+                "an even number: half excitatory, half inhibitory",
+            )
         self.mean = number(self, "mean", mean)
         self.std = number(self, "std", std, non_negative)
-        self.sparsity = number(self, "sparsity", sparsity, partial(
-            satisfies, test=lambda values: (values >= 0.5) & (values <= 1),
-            expected="a fraction in [0.5, 1]: Dale's law already zeroes about half the weights"))
+        self.sparsity = number(
+            self,
+            "sparsity",
+            sparsity,
+            partial(
+                satisfies,
+                test=lambda values: (values >= 0.5) & (values <= 1),
+                expected="a fraction in [0.5, 1]: Dale's law already zeroes about half the weights",
+            ),
+        )
         self.glorot = bool(one_of(field_name(self, "glorot"), glorot, (True, False)))
         self.rng = random_generator(field_name(self, "seed"), rng, seed)
 
@@ -172,9 +192,16 @@ class UniformGenerator(ConnectivityGenerator):
     ) -> None:
         self.n_neurons = self.count("n_neurons", n_neurons)
         self.low = number(self, "low", low)
-        self.high = number(self, "high", high, partial(
-            satisfies, test=lambda values: values > self.low,
-            expected=f"a finite number > low = {self.low:g}"))
+        self.high = number(
+            self,
+            "high",
+            high,
+            partial(
+                satisfies,
+                test=lambda values: values > self.low,
+                expected=f"a finite number > low = {self.low:g}",
+            ),
+        )
         self.sparsity = number(self, "sparsity", sparsity, partial(in_range, low=0, high=1))
         self.rng = random_generator(field_name(self, "seed"), rng, seed)
 

@@ -469,16 +469,20 @@ def read_recording(path: PathLike, dt_ms: float, **selection: Any) -> Recording:
 
         recording = from_object(path, dt_ms, **selection)
         if recording is None:
-            raise InputError("path", f"a {type(path).__name__} is not a recording",
-                             "a file or folder path, a pynapple TsGroup or a spikeinterface "
-                             "sorting")
+            raise InputError(
+                "path",
+                f"a {type(path).__name__} is not a recording",
+                "a file or folder path, a pynapple TsGroup or a spikeinterface sorting",
+            )
         return recording
     path = Path(path)
     if path.is_dir():
         return read_phy(path, dt_ms, **selection)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (expected a phy folder, .npz "
-                                "spike times, .nwb, or a .npy/.pt raster)")
+        raise FileNotFoundError(
+            f"{path}: no such file or folder (expected a phy folder, .npz "
+            "spike times, .nwb, or a .npy/.pt raster)"
+        )
     readers = {
         ".npz": read_spike_times,
         ".nwb": read_nwb,

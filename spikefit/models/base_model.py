@@ -65,10 +65,24 @@ class BaseModel(MessagePassing):
     #: The spike emission and its inverse link; None: the model's own stages.
     emission: Emission | None = None
     #: Methods that declare the separable kernels, and the input stage they describe.
-    KERNEL_DECLARATIONS = ("coupling_basis", "coupling_kernel", "edge_weights", "self_kernel",
-                           "recurrence", "background_input")
-    INPUT_STAGE = ("input", "coupled_input", "synaptic_input", "message", "aggregate",
-                   "message_and_aggregate", "update", "connectivity_filter")
+    KERNEL_DECLARATIONS = (
+        "coupling_basis",
+        "coupling_kernel",
+        "edge_weights",
+        "self_kernel",
+        "recurrence",
+        "background_input",
+    )
+    INPUT_STAGE = (
+        "input",
+        "coupled_input",
+        "synaptic_input",
+        "message",
+        "aggregate",
+        "message_and_aggregate",
+        "update",
+        "connectivity_filter",
+    )
 
     def __init__(self, rng: torch.Generator | None = None) -> None:
         super().__init__(aggr="add")
@@ -76,8 +90,14 @@ class BaseModel(MessagePassing):
         self.stimulus: Callable | None = None
 
     # ------------------------------------------------------------------ parameters
-    def _register(self, name: str, value: float | torch.Tensor, tunable: bool = False,
-                  dtype: torch.dtype = torch.float32, check: Check = finite) -> None:
+    def _register(
+        self,
+        name: str,
+        value: float | torch.Tensor,
+        tunable: bool = False,
+        dtype: torch.dtype = torch.float32,
+        check: Check = finite,
+    ) -> None:
         """Registers ``value`` as a parameter (``tunable``) or a buffer once ``check`` (a
         :mod:`spikefit.checks` validator; by default all values finite) accepts it as the
         field ``Class.name``."""
@@ -117,13 +137,20 @@ class BaseModel(MessagePassing):
         """:meth:`edge_weights`, checked against the coupling basis: [E] for one function,
         [E, B] for B; an InputError naming ``W0`` otherwise."""
         weights, n_basis = self.edge_weights(W0), len(self.coupling_basis())
-        if (n_basis == 1 and weights.dim() != 1) or (n_basis > 1 and (
-                weights.dim() != 2 or weights.shape[1] != n_basis)):
-            expected = "[E], one weight per edge" if n_basis == 1 else (
-                f"[E, {n_basis}], one weight per edge and basis function")
-            raise InputError("W0", f"shape {list(weights.shape)} does not fit "
-                             f"{type(self).__name__}'s {n_basis}-function coupling basis",
-                             expected)
+        if (n_basis == 1 and weights.dim() != 1) or (
+            n_basis > 1 and (weights.dim() != 2 or weights.shape[1] != n_basis)
+        ):
+            expected = (
+                "[E], one weight per edge"
+                if n_basis == 1
+                else (f"[E, {n_basis}], one weight per edge and basis function")
+            )
+            raise InputError(
+                "W0",
+                f"shape {list(weights.shape)} does not fit "
+                f"{type(self).__name__}'s {n_basis}-function coupling basis",
+                expected,
+            )
         return weights
 
     def self_kernel(self) -> torch.Tensor | None:
@@ -140,8 +167,9 @@ class BaseModel(MessagePassing):
         r = self.recurrence()
         return r[edge_index[1]].unsqueeze(1) if r.dim() else r
 
-    def background_input(self, shape: torch.Size | tuple[int, ...],
-                         noise: bool = True) -> torch.Tensor:
+    def background_input(
+        self, shape: torch.Size | tuple[int, ...], noise: bool = True
+    ) -> torch.Tensor:
         """Background input, broadcastable to ``shape`` [..., N] (default: b, or 0);
         ``noise=False`` leaves out any random part."""
         return getattr(self, "b", torch.zeros((), device=self.dt.device))
@@ -151,9 +179,14 @@ class BaseModel(MessagePassing):
         """Whether the latest class that defines one of ``declarations`` is a subclass of (or
         the same as) every class that defines one of ``stages``: no stage was overridden
         below the declaration (the rule of PyG's ``inspector.implements``, by class)."""
+
         def latest(names: tuple[str, ...]) -> int:
-            return min(depth for depth, owner in enumerate(cls.__mro__)
-                       if any(name in vars(owner) for name in names))
+            return min(
+                depth
+                for depth, owner in enumerate(cls.__mro__)
+                if any(name in vars(owner) for name in names)
+            )
+
         return latest(declarations) <= latest(stages)
 
     @property
@@ -175,8 +208,9 @@ class BaseModel(MessagePassing):
             return emission.with_link(None)
         return emission
 
-    def connectivity_filter(self, W0: torch.Tensor, edge_index: torch.Tensor,
-                            num_nodes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def connectivity_filter(
+        self, W0: torch.Tensor, edge_index: torch.Tensor, num_nodes: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Edge kernels, flipped in time.
 
         .. math::
@@ -201,23 +235,26 @@ class BaseModel(MessagePassing):
         return torch.cat([W, W_self]), torch.cat([edge_index, torch.stack([nodes, nodes])], 1)
 
     # ------------------------------------------------------------------ the three stages
-    def synaptic_input(self, edge_index: torch.Tensor, W: torch.Tensor,
-                       state: torch.Tensor) -> torch.Tensor:
+    def synaptic_input(
+        self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
         r""":math:`\sum_{e: post(e)=i} \sum_k W[e,k] \, state[pre(e), k]` [N]."""
         return self.propagate(edge_index, W=W, state=state, size=(state.shape[0],) * 2).squeeze(-1)
 
     def message(self, state_j: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         return (state_j * W).sum(dim=1, keepdim=True)
 
-    def coupled_input(self, edge_index: torch.Tensor, W: torch.Tensor,
-                      state: torch.Tensor) -> torch.Tensor:
+    def coupled_input(
+        self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
         """Synaptic input with r scaling the coupling edges and not the self edges [N]."""
         is_self = (edge_index[0] == edge_index[1]).unsqueeze(1)
         scaled = torch.where(is_self, W, self.edge_recurrence(edge_index) * W)
         return self.synaptic_input(edge_index, scaled, state)
 
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
+    def input(
+        self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor, t: int = -1
+    ) -> torch.Tensor:
         r""":math:`g_i(t+1) = r\sum_j\sum_\tau (W_0)_{ji} X_j(t-\tau) c(\tau) +
         \sum_\tau \mathrm{ref}(\tau) X_i(t-\tau) + b_i + \mathcal{E}_i(t+1)` [N]."""
         background = self.background_input((state.shape[0],))
@@ -233,8 +270,10 @@ class BaseModel(MessagePassing):
     def emit_spikes(self, rates: torch.Tensor) -> torch.Tensor:
         """Spikes drawn from the emission given ``rates``, with the model's generator."""
         if self.emission is None:
-            raise NotImplementedError(f"{type(self).__name__} declares no emission: define "
-                                      f"emit_spikes or the class attribute emission")
+            raise NotImplementedError(
+                f"{type(self).__name__} declares no emission: define "
+                f"emit_spikes or the class attribute emission"
+            )
         return self.emission.sample(self, rates, self._rng)
 
     @property
@@ -256,7 +295,7 @@ class BaseModel(MessagePassing):
         lags = (kernel != 0).reshape(-1, kernel.shape[-1]).any(dim=0).nonzero().flatten()
         for lag in lags[lags < steps - 1].tolist():
             weight = kernel[..., lag].unsqueeze(-1) if kernel.dim() == 2 else kernel[lag]
-            filtered[..., lag + 1:].addcmul_(spikes[..., :steps - lag - 1], weight)
+            filtered[..., lag + 1 :].addcmul_(spikes[..., : steps - lag - 1], weight)
         return filtered
 
     def basis_filter(self, spikes: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -268,8 +307,11 @@ class BaseModel(MessagePassing):
         padded = torch.nn.functional.pad(spikes, (window, 0))
         weight = basis.flip(-1).repeat(n, 1).unsqueeze(1)  # [N·B, 1, T], neuron-major
         filtered = torch.nn.functional.conv1d(padded, weight, groups=n)[..., :steps]
-        return filtered.view(n_trials, n, n_basis, steps).transpose(1, 2).reshape(
-            n_trials, n_basis * n, steps)
+        return (
+            filtered.view(n_trials, n, n_basis, steps)
+            .transpose(1, 2)
+            .reshape(n_trials, n_basis * n, steps)
+        )
 
     def presynaptic_trace(self, spikes: torch.Tensor) -> torch.Tensor:
         """What each neuron sends along its edges at every step [K, B·N, S]: its spikes
@@ -287,11 +329,15 @@ class BaseModel(MessagePassing):
         own = None if ref is None else self.causal_filter(spikes, ref)
         return self.presynaptic_trace(spikes), own
 
-    def input_from_spikes(self, data: Data | None, spikes: torch.Tensor, start: int = 0,
-                          coupling: torch.Tensor | None = None,
-                          self_scale: torch.Tensor | None = None,
-                          traces: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-                          ) -> torch.Tensor:
+    def input_from_spikes(
+        self,
+        data: Data | None,
+        spikes: torch.Tensor,
+        start: int = 0,
+        coupling: torch.Tensor | None = None,
+        self_scale: torch.Tensor | None = None,
+        traces: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
         r"""Inputs :math:`g(t)` for every step of a given raster (teacher forcing).
 
         With declared kernels all steps at once: the presynaptic traces, one sparse product
@@ -316,10 +362,13 @@ class BaseModel(MessagePassing):
         n_trials, n, steps = spikes.shape
         if not self.declares_kernels:
             if coupling is not None or self_scale is not None:
-                raise InputError(f"{type(self).__name__}.input", "overridden without declared "
-                                 "kernels, so its coupling and self kernel cannot be fitted",
-                                 "declared kernels (coupling_kernel, self_kernel) or a fit "
-                                 "with coupling fixed or none")
+                raise InputError(
+                    f"{type(self).__name__}.input",
+                    "overridden without declared "
+                    "kernels, so its coupling and self kernel cannot be fitted",
+                    "declared kernels (coupling_kernel, self_kernel) or a fit "
+                    "with coupling fixed or none",
+                )
             return self.input_by_steps(data, spikes, start)
         trace, own = self.spike_traces(spikes) if traces is None else traces
         if coupling is None:  # one sparse product per trial: no transposed copy of the traces
@@ -351,9 +400,18 @@ class BaseModel(MessagePassing):
         W, edge_index = self.connectivity_filter(data.W0.float(), data.edge_index, n)
         window = W.shape[1]
         history = torch.nn.functional.pad(spikes.float(), (window, 0))
-        return torch.stack([torch.stack(
-            [self.input(edge_index, W, trial[:, step:step + window], t=start + step)
-             for step in range(spikes.shape[2])], dim=-1) for trial in history])
+        return torch.stack(
+            [
+                torch.stack(
+                    [
+                        self.input(edge_index, W, trial[:, step : step + window], t=start + step)
+                        for step in range(spikes.shape[2])
+                    ],
+                    dim=-1,
+                )
+                for trial in history
+            ]
+        )
 
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
         """Expected spike count per step given the noise-free input: the emission's
@@ -363,8 +421,9 @@ class BaseModel(MessagePassing):
         rates = self.non_linearity(input)
         return rates if emission is None else emission.mean(self, rates)
 
-    def forward(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-                t: int = -1) -> torch.Tensor:
+    def forward(
+        self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor, t: int = -1
+    ) -> torch.Tensor:
         """Spikes at time t+1 from the ``state`` window [N, T] ending at time t."""
         return self.emit_spikes(self.non_linearity(self.input(edge_index, W, state, t)))
 
@@ -372,8 +431,10 @@ class BaseModel(MessagePassing):
     def add_stimulus(self, stimulus: Callable) -> None:
         """Adds an external input E(t); an ``nn.Module`` becomes submodule ``stimulus``."""
         if not callable(stimulus):
-            raise TypeError(f"the stimulus must be callable (a function of the time step), "
-                            f"got {type(stimulus).__name__}")
+            raise TypeError(
+                f"the stimulus must be callable (a function of the time step), "
+                f"got {type(stimulus).__name__}"
+            )
         self._modules.pop("stimulus", None)
         self.__dict__.pop("stimulus", None)
         self.stimulus = stimulus
@@ -405,10 +466,18 @@ class BaseModel(MessagePassing):
             self._rng.manual_seed(seed)
         return self._rng
 
-    def simulate(self, data: Data, n_steps: int, seed: int | None = None,
-                 equilibration_steps: int = 100, store_as_dtype: torch.dtype = torch.uint8,
-                 n_trials: int = 1, verbose: bool = True, engine: str = "fast",
-                 as_events: bool = False) -> torch.Tensor | SpikeEvents:
+    def simulate(
+        self,
+        data: Data,
+        n_steps: int,
+        seed: int | None = None,
+        equilibration_steps: int = 100,
+        store_as_dtype: torch.dtype = torch.uint8,
+        n_trials: int = 1,
+        verbose: bool = True,
+        engine: str = "fast",
+        as_events: bool = False,
+    ) -> torch.Tensor | SpikeEvents:
         """Simulates ``n_steps`` steps of the network(s) in ``data``.
 
         Args:
@@ -438,10 +507,17 @@ class BaseModel(MessagePassing):
         with torch.no_grad():
             run = self.fast_blocks if fast else self.reference_blocks
             blocks = run(
-                self, data, n_steps, generator=self.generator(data.W0.device, seed),
-                n_trials=n_trials, equilibration_steps=equilibration_steps, verbose=verbose)
-            result = collect(blocks, data.num_nodes, n_steps, n_trials,
-                                    store_as_dtype, as_events, float(self.dt))
+                self,
+                data,
+                n_steps,
+                generator=self.generator(data.W0.device, seed),
+                n_trials=n_trials,
+                equilibration_steps=equilibration_steps,
+                verbose=verbose,
+            )
+            result = collect(
+                blocks, data.num_nodes, n_steps, n_trials, store_as_dtype, as_events, float(self.dt)
+            )
         if getattr(self.stimulus, "n_batches", 1) > 1:
             self.stimulus.next_batch()
         return result
@@ -454,7 +530,8 @@ class BaseModel(MessagePassing):
                 field_name(self.stimulus, "stimulus_masks"),
                 f"the stimulus's batch {self.stimulus.current_batch} covers {int(n)} neurons "
                 f"but the network batch has {num_nodes}",
-                "one mask per network and the same batch_size as the DataLoader")
+                "one mask per network and the same batch_size as the DataLoader",
+            )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -463,11 +540,15 @@ class BaseModel(MessagePassing):
 
     def load(self, path: str | Path) -> None:
         """Loads a state dict saved by :meth:`save` (tensors only, no code runs)."""
-        state = load_file(Path(path), f"a state dict saved by {type(self).__name__}.save",
-                          self.dt.device)
+        state = load_file(
+            Path(path), f"a state dict saved by {type(self).__name__}.save", self.dt.device
+        )
         if not isinstance(state, dict):
-            raise InputError(str(path), f"holds a {type(state).__name__}",
-                             f"a state dict saved by {type(self).__name__}.save")
+            raise InputError(
+                str(path),
+                f"holds a {type(state).__name__}",
+                f"a state dict saved by {type(self).__name__}.save",
+            )
         for name, parameter in self.named_parameters():
             if name in state and parameter.shape != state[name].shape:
                 parameter.data = torch.empty_like(state[name])  # e.g. a fitted per-neuron value
@@ -477,18 +558,30 @@ class BaseModel(MessagePassing):
 def check_graph(edge_index: torch.Tensor, W0: torch.Tensor, num_nodes: int | None) -> None:
     """Raises an InputError for an ill-shaped graph, non-finite weights or self-loops."""
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise InputError("edge_index", f"shape {list(edge_index.shape)} is not [2, E]",
-                         "[2, E]: presynaptic neurons in row 0, postsynaptic in row 1")
+        raise InputError(
+            "edge_index",
+            f"shape {list(edge_index.shape)} is not [2, E]",
+            "[2, E]: presynaptic neurons in row 0, postsynaptic in row 1",
+        )
     if W0.dim() not in (1, 2) or W0.shape[0] != edge_index.shape[1]:
-        raise InputError("W0", f"shape {list(W0.shape)} does not match {edge_index.shape[1]} "
-                         f"edges", f"[E] = [{edge_index.shape[1]}], one weight per edge (or "
-                         f"[E, B], one per basis function)")
+        raise InputError(
+            "W0",
+            f"shape {list(W0.shape)} does not match {edge_index.shape[1]} edges",
+            f"[E] = [{edge_index.shape[1]}], one weight per edge (or "
+            f"[E, B], one per basis function)",
+        )
     if not torch.isfinite(W0).all():
         raise InputError("W0", "holds NaN or infinite weights", "finite weights")
     if num_nodes is not None and edge_index.numel() and int(edge_index.max()) >= num_nodes:
-        raise InputError("edge_index", f"refers to neuron {int(edge_index.max())} of a "
-                         f"{num_nodes}-neuron graph", f"neurons 0 … {num_nodes - 1}")
+        raise InputError(
+            "edge_index",
+            f"refers to neuron {int(edge_index.max())} of a {num_nodes}-neuron graph",
+            f"neurons 0 … {num_nodes - 1}",
+        )
     if (edge_index[0] == edge_index[1]).any():
-        raise InputError("edge_index", "the graph has self-loops (edges i→i)",
-                         "no self-loops: self-coupling is the model's refractory kernel, so "
-                         "drop the diagonal of W0")
+        raise InputError(
+            "edge_index",
+            "the graph has self-loops (edges i→i)",
+            "no self-loops: self-coupling is the model's refractory kernel, so "
+            "drop the diagonal of W0",
+        )

@@ -84,8 +84,9 @@ class RaisedCosineLog(Basis):
             sum to w between the first and last peak; Pillow et al. use 2).
     """
 
-    def __init__(self, n_basis: int, window_steps: int, offset: float = 1.0,
-                 width: float = 2.0) -> None:
+    def __init__(
+        self, n_basis: int, window_steps: int, offset: float = 1.0, width: float = 2.0
+    ) -> None:
         super().__init__(n_basis, window_steps)
         owner = type(self).__name__
         self.offset = positive(f"{owner}.offset", offset, "steps")
@@ -107,8 +108,11 @@ class Exponentials(Basis):
 
     def __init__(self, time_constants: list[float], window_steps: int) -> None:
         if not time_constants:
-            raise InputError(f"{type(self).__name__}.time_constants", "is empty",
-                             "at least one time constant in steps")
+            raise InputError(
+                f"{type(self).__name__}.time_constants",
+                "is empty",
+                "at least one time constant in steps",
+            )
         for k, value in enumerate(time_constants):
             positive(f"{type(self).__name__}.time_constants[{k}]", value, "steps")
         super().__init__(len(time_constants), window_steps)

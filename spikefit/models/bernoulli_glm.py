@@ -45,23 +45,41 @@ class BernoulliGLM(BaseModel):
 
     emission = Bernoulli(Logistic())
 
-    def __init__(self, theta: float, dt: float, coupling_window: int, alpha: float,
-                 abs_ref_scale: int, abs_ref_strength: float, rel_ref_scale: int,
-                 rel_ref_strength: float, beta: float, r: float,
-                 rng: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        theta: float,
+        dt: float,
+        coupling_window: int,
+        alpha: float,
+        abs_ref_scale: int,
+        abs_ref_strength: float,
+        rel_ref_scale: int,
+        rel_ref_strength: float,
+        beta: float,
+        r: float,
+        rng: torch.Generator | None = None,
+    ) -> None:
         super().__init__(rng)
-        self._register("dt", dt, check=partial(
-            satisfies, test=lambda values: (values > 0) & (values <= 1),
-            expected="a step in (0, 1] ms, so that p = sigmoid(g - theta)·dt ≤ 1"))
+        self._register(
+            "dt",
+            dt,
+            check=partial(
+                satisfies,
+                test=lambda values: (values > 0) & (values <= 1),
+                expected="a step in (0, 1] ms, so that p = sigmoid(g - theta)·dt ≤ 1",
+            ),
+        )
         self._register("coupling_window", coupling_window, dtype=torch.int64, check=whole_steps)
         self._register("abs_ref_scale", abs_ref_scale, dtype=torch.int64, check=whole_steps)
         self._register("rel_ref_scale", rel_ref_scale, dtype=torch.int64, check=whole_steps)
         window = int(max(self.coupling_window, self.abs_ref_scale + self.rel_ref_scale))
         if window < 1:
-            raise InputError(field_name(self, "coupling_window"),
-                             "0 and no refractory period (abs_ref_scale + rel_ref_scale = 0) "
-                             "leave an empty history window",
-                             "coupling_window ≥ 1 or abs_ref_scale + rel_ref_scale ≥ 1")
+            raise InputError(
+                field_name(self, "coupling_window"),
+                "0 and no refractory period (abs_ref_scale + rel_ref_scale = 0) "
+                "leave an empty history window",
+                "coupling_window ≥ 1 or abs_ref_scale + rel_ref_scale ≥ 1",
+            )
         self._register("T", window, dtype=torch.int64)
         self._register("abs_ref_strength", abs_ref_strength)
         self._register("theta", theta, tunable=True)
@@ -77,11 +95,13 @@ class BernoulliGLM(BaseModel):
     def self_kernel(self) -> torch.Tensor:
         lag = torch.arange(self.window, device=self.dt.device)
         A, R = self.abs_ref_scale, self.rel_ref_scale
-        relative = (self.rel_ref_strength.unsqueeze(-1)
-                    * torch.exp(-self.beta.abs().unsqueeze(-1) * (lag - A) * self.dt))
+        relative = self.rel_ref_strength.unsqueeze(-1) * torch.exp(
+            -self.beta.abs().unsqueeze(-1) * (lag - A) * self.dt
+        )
         return torch.where(lag < A, self.abs_ref_strength, relative * (lag < A + R))
 
-    def input(self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor,
-              t: int = -1) -> torch.Tensor:
+    def input(
+        self, edge_index: torch.Tensor, W: torch.Tensor, state: torch.Tensor, t: int = -1
+    ) -> torch.Tensor:
         r""":math:`g_i(t+1)` from the state window [N, T] and the filter ``W`` [E', T]."""
         return self.coupled_input(edge_index, W, state) + self.stimulus_input(t)

@@ -31,24 +31,29 @@ class SpikePropagator:
         weights: [N, D] (or [N, D, B]) their weights.
     """
 
-    def __init__(self, edge_index: torch.Tensor, weight: torch.Tensor, num_nodes: int,
-                 n_trials: int = 1) -> None:
+    def __init__(
+        self, edge_index: torch.Tensor, weight: torch.Tensor, num_nodes: int, n_trials: int = 1
+    ) -> None:
         pre, post = edge_index
         device = weight.device
         out_degree = torch.bincount(pre, minlength=num_nodes)
         width = int(out_degree.max()) if pre.numel() else 0
         order = torch.argsort(pre * num_nodes + post)
         pre, post, weight = pre[order], post[order], weight[order]
-        slot = torch.arange(pre.numel(), device=device) - (torch.cumsum(out_degree, 0)
-                                                           - out_degree)[pre]
+        slot = (
+            torch.arange(pre.numel(), device=device)
+            - (torch.cumsum(out_degree, 0) - out_degree)[pre]
+        )
         self.targets = torch.zeros(num_nodes, width, dtype=torch.long, device=device)
-        self.weights = torch.zeros(num_nodes, width, *weight.shape[1:], dtype=weight.dtype,
-                                   device=device)
+        self.weights = torch.zeros(
+            num_nodes, width, *weight.shape[1:], dtype=weight.dtype, device=device
+        )
         self.targets[pre, slot] = post
         self.weights[pre, slot] = weight
         self.n_trials = n_trials
-        self.drive = torch.zeros(*weight.shape[1:], n_trials * num_nodes, dtype=weight.dtype,
-                                 device=device)
+        self.drive = torch.zeros(
+            *weight.shape[1:], n_trials * num_nodes, dtype=weight.dtype, device=device
+        )
 
     def __call__(self, active: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
         """Synaptic drive [K·N] (or [B, K·N]) from the flat indices ``active`` (trial·N +
@@ -76,20 +81,25 @@ def to_csr(matrix: torch.Tensor) -> torch.Tensor:
         return matrix.coalesce().to_sparse_csr() if matrix.is_sparse else matrix.to_sparse_csr()
 
 
-def postsynaptic_sums(edge_index: torch.Tensor, weight: torch.Tensor,
-                      num_nodes: int) -> torch.Tensor:
+def postsynaptic_sums(
+    edge_index: torch.Tensor, weight: torch.Tensor, num_nodes: int
+) -> torch.Tensor:
     r"""The matrix [N, B·N] (sparse CSR, indexed [post, b·N + pre]) whose product with
     presynaptic values [B·N, S] (basis b of neuron j in row b·N + j) gives every neuron's
     weighted input sum :math:`\sum_{j,b} w_{jib} x_{bj}`; ``weight`` is [E] (B = 1) or
     [E, B]."""
     if weight.dim() == 1:
-        return to_csr(torch.sparse_coo_tensor(edge_index.flip(0), weight,
-                                              (num_nodes, num_nodes), check_invariants=True))
+        return to_csr(
+            torch.sparse_coo_tensor(
+                edge_index.flip(0), weight, (num_nodes, num_nodes), check_invariants=True
+            )
+        )
     n_basis = weight.shape[1]
     pre, post = edge_index
-    columns = (torch.arange(n_basis, device=pre.device).unsqueeze(0) * num_nodes
-               + pre.unsqueeze(1))
+    columns = torch.arange(n_basis, device=pre.device).unsqueeze(0) * num_nodes + pre.unsqueeze(1)
     index = torch.stack([post.unsqueeze(1).expand_as(columns).reshape(-1), columns.reshape(-1)])
-    return to_csr(torch.sparse_coo_tensor(index, weight.reshape(-1),
-                                          (num_nodes, n_basis * num_nodes),
-                                          check_invariants=True))
+    return to_csr(
+        torch.sparse_coo_tensor(
+            index, weight.reshape(-1), (num_nodes, n_basis * num_nodes), check_invariants=True
+        )
+    )

@@ -45,8 +45,9 @@ class Emission:
 
     def __init__(self, link: Link | None = None, floor: float = 1e-8) -> None:
         self.inverse_link = link
-        self.floor = in_range(f"{type(self).__name__}.floor", floor, 0, 1, low_open=True,
-                              high_open=True)
+        self.floor = in_range(
+            f"{type(self).__name__}.floor", floor, 0, 1, low_open=True, high_open=True
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inverse_link!r})"
@@ -83,13 +84,15 @@ class Emission:
         """Total log P(X | m) given the likelihood parameter m = :meth:`link` [S, N]."""
         raise NotImplementedError
 
-    def model_log_likelihood(self, model, spikes: torch.Tensor,
-                             input: torch.Tensor) -> torch.Tensor:
+    def model_log_likelihood(
+        self, model, spikes: torch.Tensor, input: torch.Tensor
+    ) -> torch.Tensor:
         """Total log-likelihood of ``spikes`` given the model's ``input`` g."""
         return self.log_likelihood_of_link(spikes, self.link(model, input))
 
-    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def spike_link_derivatives(
+        self, counts: torch.Tensor, link: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""First and second derivatives of :math:`\log P(X \mid m)` in m at the bins with
         ``counts`` > 0 spikes (``link``: m there); elsewhere they are -1 and 0."""
         raise NotImplementedError
@@ -137,8 +140,9 @@ class Bernoulli(Emission):
         spike_terms = torch.log(-torch.expm1(-fired.clamp(min=self.floor))) + fired
         return spike_terms.sum() - link.sum()
 
-    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def spike_link_derivatives(
+        self, counts: torch.Tensor, link: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\partial_h \log P(1 \mid h) = 1/(e^h - 1)` and
         :math:`\partial_h^2 \log P(1 \mid h) = -e^h/(e^h - 1)^2`."""
         h = link.clamp(min=self.floor)
@@ -148,9 +152,12 @@ class Bernoulli(Emission):
     def check(self, spikes: torch.Tensor, field: str) -> None:
         most = float(spikes.max())
         if most > 1:
-            raise InputError(field, f"the recording holds up to {most:g} spikes in one bin, "
-                             "more than a Bernoulli observation allows", "at most 1 spike per "
-                             "bin: bin at a finer dt_ms or fit a Poisson model")
+            raise InputError(
+                field,
+                f"the recording holds up to {most:g} spikes in one bin, "
+                "more than a Bernoulli observation allows",
+                "at most 1 spike per bin: bin at a finer dt_ms or fit a Poisson model",
+            )
 
 
 class Poisson(Emission):
@@ -167,8 +174,9 @@ class Poisson(Emission):
         spike_terms = counts * torch.log(fired.clamp(min=self.floor))
         return spike_terms.sum() - link.sum() - torch.lgamma(counts + 1).sum()
 
-    def spike_link_derivatives(self, counts: torch.Tensor, link: torch.Tensor
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def spike_link_derivatives(
+        self, counts: torch.Tensor, link: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\partial_\mu \log P = X/\mu - 1` and
         :math:`\partial_\mu^2 \log P = -X/\mu^2`."""
         rate = link.clamp(min=self.floor)

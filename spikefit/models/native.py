@@ -82,17 +82,30 @@ def logistic_kernel() -> Callable | None:
         return kernel
     from torch.utils.cpp_extension import load_inline  # slow to import: only to build
 
-    print(f"spikefit: compiling the simulation loop into {folder} (once per machine and "
-          f"torch version, about a minute)", file=sys.stderr, flush=True)
+    print(
+        f"spikefit: compiling the simulation loop into {folder} (once per machine and "
+        f"torch version, about a minute)",
+        file=sys.stderr,
+        flush=True,
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    for extra in ([openmp, []] if openmp else [[]]):
+    for extra in [openmp, []] if openmp else [[]]:
         try:
-            module = load_inline(name, cpp_sources=[SOURCE], functions=["logistic_block"],
-                                 extra_cflags=flags + extra, extra_ldflags=extra,
-                                 build_directory=str(folder))
+            module = load_inline(
+                name,
+                cpp_sources=[SOURCE],
+                functions=["logistic_block"],
+                extra_cflags=flags + extra,
+                extra_ldflags=extra,
+                build_directory=str(folder),
+            )
             return module.logistic_block
         except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
             failure = error
-    warnings.warn(f"spikefit: the compiled simulation loop could not be built ({failure}); "
-                  f"simulating with the slower Python loop", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"spikefit: the compiled simulation loop could not be built ({failure}); "
+        f"simulating with the slower Python loop",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return None

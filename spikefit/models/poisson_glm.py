@@ -35,8 +35,17 @@ class PoissonGLM(BaseModel):
 
     emission = Poisson(Exponential())
 
-    def __init__(self, alpha: float, beta: float, T: int, tau: float, dt: float, r: float,
-                 b: float, rng: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        alpha: float,
+        beta: float,
+        T: int,
+        tau: float,
+        dt: float,
+        r: float,
+        b: float,
+        rng: torch.Generator | None = None,
+    ) -> None:
         super().__init__(rng)
         self._register("T", T, dtype=torch.int64, check=window_steps)
         self._register("dt", dt, check=positive_ms)
@@ -49,4 +58,3 @@ class PoissonGLM(BaseModel):
     def coupling_kernel(self) -> torch.Tensor:
         lag = torch.arange(self.window, device=self.dt.device)
         return torch.exp(-lag * self.dt / self.tau)
-

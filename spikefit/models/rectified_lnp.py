@@ -35,8 +35,17 @@ class RectifiedLNP(BaseModel):
 
     emission = Poisson(Rectified())
 
-    def __init__(self, lambda_0: float, theta: float, T: int, tau: float, dt: float, r: float,
-                 b: float, rng: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        lambda_0: float,
+        theta: float,
+        T: int,
+        tau: float,
+        dt: float,
+        r: float,
+        b: float,
+        rng: torch.Generator | None = None,
+    ) -> None:
         super().__init__(rng)
         self._register("T", T, dtype=torch.int64, check=window_steps)
         self._register("dt", dt, check=positive_ms)

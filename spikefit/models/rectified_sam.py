@@ -31,8 +31,16 @@ class RectifiedSAM(SAModel):
 
     emission = RectifiedLNP.emission
 
-    def __init__(self, lambda_0: float, theta: float, tau: float, dt: float, r: float, b: float,
-                 rng: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        lambda_0: float,
+        theta: float,
+        tau: float,
+        dt: float,
+        r: float,
+        b: float,
+        rng: torch.Generator | None = None,
+    ) -> None:
         super().__init__(rng)
         self._register("T", 1, dtype=torch.int64)
         self._register("dt", dt, check=positive_ms)
@@ -41,4 +49,3 @@ class RectifiedSAM(SAModel):
         self._register("tau", tau, tunable=True, check=self.check_tau)
         self._register("r", r, tunable=True)
         self._register("b", b, tunable=True)
-

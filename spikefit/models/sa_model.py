@@ -31,8 +31,12 @@ class SAModel(BaseModel):
     def check_tau(self, field: str, tau: float | torch.Tensor) -> float | torch.Tensor:
         r"""``tau`` if it is ≥ Δt in ms (compared in Δt's precision; Δt is registered first): a
         shorter τ makes :math:`1 - \Delta t/\tau < 0`, so the activation decays below zero."""
-        return satisfies(field, tau, lambda values: values.to(self.dt.dtype) >= self.dt,
-                         f"a time constant ≥ dt = {float(self.dt):g} ms, so that 1 - dt/tau ≥ 0")
+        return satisfies(
+            field,
+            tau,
+            lambda values: values.to(self.dt.dtype) >= self.dt,
+            f"a time constant ≥ dt = {float(self.dt):g} ms, so that 1 - dt/tau ≥ 0",
+        )
 
     def update_activation(self, spikes: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
         r""":math:`s_i \leftarrow s_i (1 - \Delta t/\tau) + X_i \Delta t`."""
@@ -55,7 +59,7 @@ class SAModel(BaseModel):
         activation = torch.zeros_like(spikes[..., 0])
         parts = []
         for begin in range(0, spikes.shape[-1], chunk):
-            drive = spikes[..., begin:begin + chunk] * self.dt
+            drive = spikes[..., begin : begin + chunk] * self.dt
             width = drive.shape[-1]
             carried = activation.unsqueeze(-1) * decay ** (lags[:width] + 1)
             block = drive @ transfer[:width, :width].t() + carried
@@ -75,6 +79,6 @@ class SAModel(BaseModel):
             activation, steps = torch.zeros(n, 1, device=spikes.device), []
             for step in range(spikes.shape[2]):
                 steps.append(self.input(edge_index, W, activation, t=start + step))
-                activation = self.update_activation(trial[:, step:step + 1], activation)
+                activation = self.update_activation(trial[:, step : step + 1], activation)
             inputs.append(torch.stack(steps, dim=-1))
         return torch.stack(inputs)

@@ -39,8 +39,17 @@ class ThresholdSAM(SAModel):
 
     emission = Threshold(Identity())
 
-    def __init__(self, r: float, b: float, tau: float, dt: float, sigma: float, rho: float,
-                 theta: float, rng: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        r: float,
+        b: float,
+        tau: float,
+        dt: float,
+        sigma: float,
+        rho: float,
+        theta: float,
+        rng: torch.Generator | None = None,
+    ) -> None:
         super().__init__(rng)
         self._register("T", 1, dtype=torch.int64)
         self._register("dt", dt, check=positive_ms)
@@ -59,7 +68,6 @@ class ThresholdSAM(SAModel):
         active = torch.rand(shape, generator=self._rng, device=self.dt.device) < self.rho
         return self.b * (1 + noise * active)
 
-
     def expected_spikes(self, input: torch.Tensor) -> torch.Tensor:
         r"""Firing probability given the noise-free input :math:`g_0`, the noise integrated out:
 
@@ -76,4 +84,3 @@ class ThresholdSAM(SAModel):
         step = (margin > 0).float() + surrogate - surrogate.detach()
         noisy = 0.5 * (1 + torch.erf(margin / (width * math.sqrt(2))))
         return (1 - self.rho) * step + self.rho * noisy
-

@@ -56,8 +56,11 @@ class BaseStimulus(nn.Module):
         field = field_name(self, "batch_size")
         self.batch_size = whole(field, batch_size, minimum=1, unit="of networks")
         if self.batch_size > len(masks):
-            raise InputError(field, f"{self.batch_size} is out of range",
-                             f"a whole number of networks from 1 to {len(masks)}, one mask each")
+            raise InputError(
+                field,
+                f"{self.batch_size} is out of range",
+                f"a whole number of networks from 1 to {len(masks)}, one mask each",
+            )
         self.split_sizes = [
             sum(mask.numel() for mask in masks[i : i + self.batch_size])
             for i in range(0, len(masks), self.batch_size)

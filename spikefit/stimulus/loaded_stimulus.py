@@ -21,8 +21,11 @@ def _load(field: str, source: str | Path | Tensor) -> Tensor:
         path = Path(source)
         field = str(path)
         if path.suffix not in (".pt", ".npy"):
-            raise InputError(field, f"a {path.suffix or 'suffix-less'} file",
-                             f"a .pt or .npy file holding {_EXPECTED}")
+            raise InputError(
+                field,
+                f"a {path.suffix or 'suffix-less'} file",
+                f"a .pt or .npy file holding {_EXPECTED}",
+            )
         values = load_tensor(path, _EXPECTED)
     if values.dim() not in (2, 3) or values.numel() == 0:
         raise InputError(field, f"a tensor of shape {list(values.shape)}", _EXPECTED)

@@ -6,5 +6,14 @@ from spikefit.tasks.likelihood import LikelihoodFit
 from spikefit.tasks.regularizers import L1, L2, Regularizer
 from spikefit.tasks.solvers import LBFGS, Adam, Newton, Solver
 
-__all__ = ["RateCalibration", "LikelihoodFit", "Regularizer", "L1", "L2", "Solver", "Adam",
-           "LBFGS", "Newton"]
+__all__ = [
+    "RateCalibration",
+    "LikelihoodFit",
+    "Regularizer",
+    "L1",
+    "L2",
+    "Solver",
+    "Adam",
+    "LBFGS",
+    "Newton",
+]

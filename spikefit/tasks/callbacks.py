@@ -21,14 +21,18 @@ class DiscardFailedRun(L.Callback):
         self.started = time.time()
 
     @override
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if not trainer.is_global_zero or getattr(trainer.logger, "log_dir", None) is None:
             return
         log_dir = Path(trainer.logger.log_dir)  # not trainer.log_dir: a collective under DDP
         written = list(log_dir.glob("**/*")) if log_dir.is_dir() else []
-        if written and all(path.stat().st_mtime >= self.started - 1 for path in written) \
-                and not any(path.suffix == ".ckpt" for path in written):
+        if (
+            written
+            and all(path.stat().st_mtime >= self.started - 1 for path in written)
+            and not any(path.suffix == ".ckpt" for path in written)
+        ):
             shutil.rmtree(log_dir)
             parent = log_dir.parent  # e.g. lightning_logs/, if this run made it
             if not any(parent.iterdir()) and parent.stat().st_mtime >= self.started - 1:

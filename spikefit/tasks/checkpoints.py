@@ -15,8 +15,7 @@ def stamp(checkpoint: dict, module: L.LightningModule, **state) -> None:
     checkpoint["spikefit"] = {"task": type(module).__name__, **state}
 
 
-def match_state(module: L.LightningModule, checkpoint: dict,
-                resizable: Iterable[str] = ()) -> dict:
+def match_state(module: L.LightningModule, checkpoint: dict, resizable: Iterable[str] = ()) -> dict:
     """Checks that ``checkpoint`` holds the parameters and buffers of ``module``, resizing
     the ``resizable`` parameters (per-neuron values) to their checkpointed shape; returns
     the task state that :func:`stamp` recorded. Raises an InputError naming ``ckpt_path``."""
@@ -27,9 +26,13 @@ def match_state(module: L.LightningModule, checkpoint: dict,
             parameter.data = torch.empty_like(saved[name], device=parameter.device)
     own = module.state_dict()
     differ = sorted(set(saved) ^ set(own)) or [
-        name for name in own if own[name].shape != saved[name].shape]
+        name for name in own if own[name].shape != saved[name].shape
+    ]
     if differ:
-        raise InputError("ckpt_path", f"the checkpoint does not fit this run's "
-                         f"{type(module).__name__} ({', '.join(differ[:4])} differ)",
-                         "a checkpoint of a run with the same model and settings")
+        raise InputError(
+            "ckpt_path",
+            f"the checkpoint does not fit this run's "
+            f"{type(module).__name__} ({', '.join(differ[:4])} differ)",
+            "a checkpoint of a run with the same model and settings",
+        )
     return checkpoint.get("spikefit", {})

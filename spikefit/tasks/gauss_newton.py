@@ -38,12 +38,18 @@ def multiply(matrix: torch.Tensor, vector: torch.Tensor, transpose: bool = False
 def column_squares(matrix: torch.Tensor) -> torch.Tensor:
     """Sum of squares of every column of a coalesced sparse COO matrix, from its nonzeros."""
     return torch.zeros(matrix.shape[1], dtype=matrix.dtype, device=matrix.device).index_add_(
-        0, matrix.indices()[1], matrix.values().square())
+        0, matrix.indices()[1], matrix.values().square()
+    )
 
 
-def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, damping: float,
-                         scales: torch.Tensor, tolerance: float = 1e-10,
-                         max_iterations: int = 200) -> torch.Tensor:
+def damped_least_squares(
+    jacobian: torch.Tensor,
+    residuals: torch.Tensor,
+    damping: float,
+    scales: torch.Tensor,
+    tolerance: float = 1e-10,
+    max_iterations: int = 200,
+) -> torch.Tensor:
     r"""The damped Gauss–Newton (Levenberg–Marquardt) step
 
     .. math::
@@ -81,7 +87,7 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
     preconditioned = inverse * remainder
     direction = preconditioned.clone()
     energy = remainder @ preconditioned
-    stop = tolerance ** 2 * energy
+    stop = tolerance**2 * energy
     for _ in range(max_iterations):
         if energy <= stop or energy == 0:
             break
@@ -98,13 +104,13 @@ def damped_least_squares(jacobian: torch.Tensor, residuals: torch.Tensor, dampin
     return step
 
 
-def parameter_scales(values: torch.Tensor, jacobian: torch.Tensor,
-                     residuals: torch.Tensor) -> torch.Tensor:
+def parameter_scales(
+    values: torch.Tensor, jacobian: torch.Tensor, residuals: torch.Tensor
+) -> torch.Tensor:
     """Scale of every parameter [P]: its magnitude, or, for a parameter at zero, the change
     that alone would correct the residuals (‖e‖ / ‖J column‖), or 1 if none depends on it."""
     columns = column_squares(jacobian.to_sparse().coalesce().double()).sqrt()
-    alone = torch.where(columns > 0, residuals.double().norm() / columns.clamp(min=1e-300),
-                        1.0)
+    alone = torch.where(columns > 0, residuals.double().norm() / columns.clamp(min=1e-300), 1.0)
     scales = torch.where(values.double() != 0, values.double().abs(), alone)
     return torch.where(scales > 0, scales, 1.0)
 
@@ -143,13 +149,19 @@ class GaussNewton(torch.optim.Optimizer):
         max_scale: the largest step scale.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], damping: float = 1e-3,
-                 min_scale: float = 1 / 64, max_scale: float = 16.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        damping: float = 1e-3,
+        min_scale: float = 1 / 64,
+        max_scale: float = 16.0,
+    ) -> None:
         if not damping >= 0 or not 0 < min_scale <= 1 <= max_scale:
-            raise ValueError(f"GaussNewton: damping must be ≥ 0 and min_scale ≤ 1 ≤ max_scale, "
-                             f"got {damping}, {min_scale}, {max_scale}")
-        super().__init__(params, dict(damping=damping, min_scale=min_scale,
-                                      max_scale=max_scale))
+            raise ValueError(
+                f"GaussNewton: damping must be ≥ 0 and min_scale ≤ 1 ≤ max_scale, "
+                f"got {damping}, {min_scale}, {max_scale}"
+            )
+        super().__init__(params, dict(damping=damping, min_scale=min_scale, max_scale=max_scale))
         if len(self.param_groups) != 1:
             raise ValueError("GaussNewton takes one parameter group")
 
@@ -169,27 +181,32 @@ class GaussNewton(torch.optim.Optimizer):
         jacobian = linear.jacobian.to_sparse().coalesce().double()
         if state.get("scales") is None or len(state["scales"]) != jacobian.shape[1]:
             values = torch.cat([p.detach().reshape(-1) for p in parameters])
-            sizes = torch.cat([torch.full((p.numel(),), float(p.numel()), device=p.device)
-                               for p in parameters])
+            sizes = torch.cat(
+                [torch.full((p.numel(),), float(p.numel()), device=p.device) for p in parameters]
+            )
             state["scales"] = parameter_scales(values, jacobian, residuals) * sizes.sqrt()
         curvature = float((column_squares(jacobian) * state["scales"].square()).mean())
-        delta = damped_least_squares(jacobian, residuals, group["damping"] * curvature,
-                                     state["scales"])
-        for parameter, change in zip(parameters, delta.split([p.numel() for p in parameters]),
-                                     strict=True):
+        delta = damped_least_squares(
+            jacobian, residuals, group["damping"] * curvature, state["scales"]
+        )
+        for parameter, change in zip(
+            parameters, delta.split([p.numel() for p in parameters]), strict=True
+        ):
             parameter.add_(change.view_as(parameter).to(parameter.dtype), alpha=scale)
-        state.update(scale=scale, residuals=residuals, noise=noise,
-                     predicted=multiply(jacobian, delta))
+        state.update(
+            scale=scale, residuals=residuals, noise=noise, predicted=multiply(jacobian, delta)
+        )
         return linear
 
     @staticmethod
-    def _adapt(scale: float, state: dict, residuals: torch.Tensor, noise: float,
-               group: dict) -> float:
+    def _adapt(
+        scale: float, state: dict, residuals: torch.Tensor, noise: float, group: dict
+    ) -> float:
         """The step scale after comparing the residuals with the last step's (see above)."""
         # float64 as stored (restoring a checkpoint casts the state to the parameters' dtype)
         previous, predicted = state["residuals"].double(), state["predicted"].double()
         size = float(predicted @ predicted)
-        if scale ** 2 * size > 16 * (noise + state["noise"]):
+        if scale**2 * size > 16 * (noise + state["noise"]):
             response = float((residuals - previous) @ predicted) / (scale * size)
             if 0.5 <= response * scale <= 1.5:
                 return scale

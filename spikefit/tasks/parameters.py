@@ -15,5 +15,8 @@ def expand_per_neuron(module: nn.Module, name: str, n: int, field: str, expected
     if parameter.dim() == 0:
         parameter.data = parameter.data.expand(n).clone()
     if parameter.shape != (n,):
-        raise InputError(field, f"'{name}' has shape {list(parameter.shape)}, not one value "
-                         f"per neuron [{n}]", expected)
+        raise InputError(
+            field,
+            f"'{name}' has shape {list(parameter.shape)}, not one value per neuron [{n}]",
+            expected,
+        )

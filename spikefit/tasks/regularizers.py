@@ -36,9 +36,11 @@ class Regularizer:
         of the :attr:`allowed_solvers`."""
         if not isinstance(solver, self.allowed_solvers):
             name, allowed = type(self).__name__, [s.__name__ for s in self.allowed_solvers]
-            raise InputError(field, f"solver {type(solver).__name__} does not work with "
-                             f"{name}: {self.refusal}",
-                             f"solver {' or '.join(allowed)} for {name}, or another penalty")
+            raise InputError(
+                field,
+                f"solver {type(solver).__name__} does not work with {name}: {self.refusal}",
+                f"solver {' or '.join(allowed)} for {name}, or another penalty",
+            )
 
 
 class L1(Regularizer):

@@ -41,8 +41,12 @@ class Solver:
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
-    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor],
-             system: NewtonSystem | None = None) -> tuple[torch.Tensor, bool]:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        closure: Callable[[], torch.Tensor],
+        system: NewtonSystem | None = None,
+    ) -> tuple[torch.Tensor, bool]:
         """One step; returns the objective before it and whether the solver converged."""
         return optimizer.step(closure=closure), False
 
@@ -78,8 +82,13 @@ class LBFGS(Solver):
 
     full_batch = True
 
-    def __init__(self, max_iter: int = 100, history_size: int = 20,
-                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-8) -> None:
+    def __init__(
+        self,
+        max_iter: int = 100,
+        history_size: int = 20,
+        tolerance_grad: float = 1e-7,
+        tolerance_change: float = 1e-8,
+    ) -> None:
         owner = type(self).__name__
         self.max_iter = whole(f"{owner}.max_iter", max_iter, 1)
         self.history_size = whole(f"{owner}.history_size", history_size, 1)
@@ -87,14 +96,22 @@ class LBFGS(Solver):
         self.tolerance_change = positive(f"{owner}.tolerance_change", tolerance_change)
 
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.LBFGS(parameters, max_iter=self.max_iter,
-                                 max_eval=2 * self.max_iter, history_size=self.history_size,
-                                 tolerance_grad=self.tolerance_grad,
-                                 tolerance_change=self.tolerance_change,
-                                 line_search_fn="strong_wolfe")
+        return torch.optim.LBFGS(
+            parameters,
+            max_iter=self.max_iter,
+            max_eval=2 * self.max_iter,
+            history_size=self.history_size,
+            tolerance_grad=self.tolerance_grad,
+            tolerance_change=self.tolerance_change,
+            line_search_fn="strong_wolfe",
+        )
 
-    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor],
-             system: NewtonSystem | None = None) -> tuple[torch.Tensor, bool]:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        closure: Callable[[], torch.Tensor],
+        system: NewtonSystem | None = None,
+    ) -> tuple[torch.Tensor, bool]:
         state = optimizer.state[optimizer.param_groups[0]["params"][0]]
         before = state.get("n_iter", 0)
         loss = optimizer.step(closure=closure)
@@ -129,8 +146,9 @@ class Newton(Solver):
     full_batch = True
     needs_blocks = True
 
-    def __init__(self, max_iter: int = 50, tolerance: float = 1e-10,
-                 max_pairs: int = 50_000_000) -> None:
+    def __init__(
+        self, max_iter: int = 50, tolerance: float = 1e-10, max_pairs: int = 50_000_000
+    ) -> None:
         owner = type(self).__name__
         self.max_iter = whole(f"{owner}.max_iter", max_iter, 1)
         self.tolerance = positive(f"{owner}.tolerance", tolerance)
@@ -139,8 +157,12 @@ class Newton(Solver):
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, lr=1.0)
 
-    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor],
-             system: NewtonSystem | None = None) -> tuple[torch.Tensor, bool]:
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        closure: Callable[[], torch.Tensor],
+        system: NewtonSystem | None = None,
+    ) -> tuple[torch.Tensor, bool]:
         parameters = optimizer.param_groups[0]["params"]
         first = None
         for _ in range(self.max_iter):
@@ -162,7 +184,7 @@ class Newton(Solver):
                     break
                 if length < 1e-4 or decrease / 2 < RESOLUTION * objective.abs():
                     for p, start in zip(parameters, starts, strict=True):  # nothing to gain
-                        p.data.copy_(start)                               # at this precision
+                        p.data.copy_(start)  # at this precision
                     return first, True
                 length /= 2
         return first, False

@@ -59,20 +59,29 @@ class RateTarget:
         return errors @ (self.rate_hz / self.rate_hz.sum())
 
 
-def check_populations(owner: str, population_rates_hz: dict[str, float] | None,
-                      populations: dict[str, tuple[float, float]] | None) -> None:
+def check_populations(
+    owner: str,
+    population_rates_hz: dict[str, float] | None,
+    populations: dict[str, tuple[float, float]] | None,
+) -> None:
     """Raises InputError unless every population is a [start, stop) range of fractions
     (0 ≤ start < stop ≤ 1) and every population rate names one."""
     populations = populations or DALE_POPULATIONS
     for name, (start, stop) in populations.items():
         if not 0 <= start < stop <= 1:
-            raise InputError(f"{owner}.populations.{name}", f"[{start}, {stop}) is not a range "
-                             f"of fractions", "[start, stop) with 0 ≤ start < stop ≤ 1")
+            raise InputError(
+                f"{owner}.populations.{name}",
+                f"[{start}, {stop}) is not a range of fractions",
+                "[start, stop) with 0 ≤ start < stop ≤ 1",
+            )
     for name in population_rates_hz or {}:
         if name not in populations:
-            raise InputError(f"{owner}.population_rates_hz.{name}", "names no population",
-                             f"one of {sorted(populations)} (set populations: {{name: "
-                             f"[start, stop)}} as fractions of each network)")
+            raise InputError(
+                f"{owner}.population_rates_hz.{name}",
+                "names no population",
+                f"one of {sorted(populations)} (set populations: {{name: "
+                f"[start, stop)}} as fractions of each network)",
+            )
 
 
 def local_positions(data: Data) -> torch.Tensor:
@@ -86,11 +95,16 @@ def local_positions(data: Data) -> torch.Tensor:
     return (torch.arange(n, device=ptr.device) - ptr[network]) / sizes
 
 
-def build_targets(data: Data, stimulus_on: torch.Tensor | None, rate_hz: float | None,
-                  population_rates_hz: dict[str, float] | None,
-                  populations: dict[str, tuple[float, float]] | None,
-                  neuron_rates_hz: list[float] | None,
-                  stimulated_rate_hz: float | None, owner: str) -> list[RateTarget]:
+def build_targets(
+    data: Data,
+    stimulus_on: torch.Tensor | None,
+    rate_hz: float | None,
+    population_rates_hz: dict[str, float] | None,
+    populations: dict[str, tuple[float, float]] | None,
+    neuron_rates_hz: list[float] | None,
+    stimulated_rate_hz: float | None,
+    owner: str,
+) -> list[RateTarget]:
     """The targets for a network batch. ``stimulus_on`` [S, N] marks stimulated
     steps of each neuron; per-neuron rates give one value per neuron of each network.
     Errors name the settings as fields of ``owner``."""
@@ -105,26 +119,37 @@ def build_targets(data: Data, stimulus_on: torch.Tensor | None, rate_hz: float |
             start, stop = populations[name]
             mask = (position >= start) & (position < stop)
             if not mask.any():
-                raise InputError(f"{owner}.populations.{name}", f"[{start}, {stop}) holds no "
-                                 f"neuron of a {data.num_nodes}-neuron batch",
-                                 "a range that covers at least one neuron of each network")
+                raise InputError(
+                    f"{owner}.populations.{name}",
+                    f"[{start}, {stop}) holds no neuron of a {data.num_nodes}-neuron batch",
+                    "a range that covers at least one neuron of each network",
+                )
             targets.append(RateTarget(name, torch.tensor(rate, device=device), mask))
     if neuron_rates_hz is not None:
         position = local_positions(data)
         per_network = torch.tensor(neuron_rates_hz, device=device)
         index = (position * len(per_network)).round().long()
         if (position * len(per_network) - index).abs().max() > 1e-3:
-            raise InputError(f"{owner}.neuron_rates_hz", f"{len(per_network)} rates do not fit "
-                             f"networks of other sizes", "one rate per neuron of each network")
+            raise InputError(
+                f"{owner}.neuron_rates_hz",
+                f"{len(per_network)} rates do not fit networks of other sizes",
+                "one rate per neuron of each network",
+            )
         targets.append(RateTarget("per_neuron", per_network[index]))
     if stimulated_rate_hz is not None:
         if stimulus_on is None or not stimulus_on.any():
-            raise InputError(f"{owner}.stimulated_rate_hz", "no stimulus is on during the "
-                             "simulated window", "a stimulus (give stimulus: …) that is on "
-                             "during the window")
-        targets.append(RateTarget("stimulated", torch.tensor(stimulated_rate_hz,
-                                                             device=device), stimulus_on))
+            raise InputError(
+                f"{owner}.stimulated_rate_hz",
+                "no stimulus is on during the simulated window",
+                "a stimulus (give stimulus: …) that is on during the window",
+            )
+        targets.append(
+            RateTarget("stimulated", torch.tensor(stimulated_rate_hz, device=device), stimulus_on)
+        )
     if not targets:
-        raise InputError(f"{owner}.target_rate_hz", "no target is given", "target_rate_hz, "
-                         "population_rates_hz, neuron_rates_hz or stimulated_rate_hz")
+        raise InputError(
+            f"{owner}.target_rate_hz",
+            "no target is given",
+            "target_rate_hz, population_rates_hz, neuron_rates_hz or stimulated_rate_hz",
+        )
     return targets

@@ -9,6 +9,13 @@ from spikefit.models.engine.loops import (
 )
 from spikefit.models.engine.results import SpikeBlock, SpikeEvents, collect
 
-__all__ = ["RunawayActivityError", "SpikeBlock", "SpikeEvents", "activation_blocks",
-           "collect", "history_blocks", "reference_activation_blocks",
-           "reference_history_blocks"]
+__all__ = [
+    "RunawayActivityError",
+    "SpikeBlock",
+    "SpikeEvents",
+    "activation_blocks",
+    "collect",
+    "history_blocks",
+    "reference_activation_blocks",
+    "reference_history_blocks",
+]

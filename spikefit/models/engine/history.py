@@ -37,13 +37,15 @@ class InputHistory:
         self.n_neurons, self.n_trials, self.window = n, n_trials, model.window
         r, weight = model.recurrence(), model.basis_weights(data.W0.float())
         if r.dim():  # one r per neuron scales its incoming edges (a scalar r, the kernel)
-            weight, r = weight * model.edge_recurrence(data.edge_index).view(-1, *[1] * (
-                weight.dim() - 1)), 1.0
+            weight, r = (
+                weight * model.edge_recurrence(data.edge_index).view(-1, *[1] * (weight.dim() - 1)),
+                1.0,
+            )
         self.propagate = SpikePropagator(data.edge_index, weight, n, n_trials)
         basis = r * model.coupling_basis()  # [B, T]
         coupling = basis.t().contiguous()  # [T, B]
         self.support = int(coupling.nonzero()[:, 0].max()) + 1 if coupling.any() else 0
-        self.coupling = coupling[:self.support]
+        self.coupling = coupling[: self.support]
         own = model.self_kernel()  # [T, N] or [T, 1]
         if own is not None:
             own = (own.t() if own.dim() == 2 else own.view(self.window, 1)).contiguous()
@@ -67,7 +69,7 @@ class InputHistory:
         at ``step`` of the block, with ``counts`` (None: one each), give the next T steps."""
         if self.support:
             drive = self.propagate(active, counts)
-            coming = self.future[step + 1:step + 1 + self.support]
+            coming = self.future[step + 1 : step + 1 + self.support]
             if drive.dim() == 1:
                 coming.addcmul_(self.coupling, drive)
             else:
@@ -79,7 +81,7 @@ class InputHistory:
                 source = self.ref.expand(-1, len(active))
             if counts is not None:
                 source = source * counts
-            self.future[step + 1:step + 1 + self.window].index_add_(1, active, source)
+            self.future[step + 1 : step + 1 + self.window].index_add_(1, active, source)
 
     def advance(self, length: int, zero_read: bool = True) -> None:
         """Moves the input of the steps after the block to the front (``zero_read``: the
@@ -87,6 +89,6 @@ class InputHistory:
         window = self.window
         if zero_read:
             self.future[:length] = 0
-        pending = self.future[length:length + window].clone()
-        self.future[length:length + window] = 0
+        pending = self.future[length : length + window].clone()
+        self.future[length : length + window] = 0
         self.future[:window] = pending

@@ -58,17 +58,29 @@ def drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tens
 
 def check_activity(model, spikes: SpikeBlock, latest: torch.Tensor, start: int) -> None:
     """Raises if ``latest`` (input or hazard state) is non-finite or a count is absurd."""
-    if (not torch.isfinite(latest).all()
-            or len(spikes.counts) and spikes.counts.max() > MAX_COUNT_PER_STEP):
+    if (
+        not torch.isfinite(latest).all()
+        or len(spikes.counts)
+        and spikes.counts.max() > MAX_COUNT_PER_STEP
+    ):
         raise RunawayActivityError(
-            f"{type(model).__name__}.r", f"runaway activity: the rates exploded "
+            f"{type(model).__name__}.r",
+            f"runaway activity: the rates exploded "
             f"{'during equilibration' if start < 0 else f'from step {start} on'} (non-finite "
             f"input or more than {MAX_COUNT_PER_STEP} spikes per neuron per step)",
-            "a stable network: lower r, b or the stimulus strength")
+            "a stable network: lower r, b or the stimulus strength",
+        )
 
 
-def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, n_trials: int,
-                   equilibration_steps: int, verbose: bool) -> Iterator[SpikeBlock]:
+def history_blocks(
+    model,
+    data: Data,
+    n_steps: int,
+    generator: torch.Generator,
+    n_trials: int,
+    equilibration_steps: int,
+    verbose: bool,
+) -> Iterator[SpikeBlock]:
     """Fast engine for spike-history (GLM/LNP) models with declared separable kernels: every
     trial starts from random spikes at step -1, then each block adds its background and
     stimulus to the buffered inputs and lets the stepper emit and deliver its spikes."""
@@ -91,9 +103,15 @@ def history_blocks(model, data: Data, n_steps: int, generator: torch.Generator, 
     bar.close()
 
 
-def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
-                      n_trials: int, equilibration_steps: int,
-                      verbose: bool) -> Iterator[SpikeBlock]:
+def activation_blocks(
+    model,
+    data: Data,
+    n_steps: int,
+    generator: torch.Generator,
+    n_trials: int,
+    equilibration_steps: int,
+    verbose: bool,
+) -> Iterator[SpikeBlock]:
     r"""Engine for synaptic-activation models: :math:`g = r W_0^\top s + b + E`, then s
     is updated by the model's :meth:`update_activation`."""
     n, device = data.num_nodes, data.W0.device
@@ -109,7 +127,8 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
         raster = torch.empty(length, n_trials, n, device=device)
         for step in range(length):
             synaptic = torch.zeros(n_trials, n, device=device).index_add_(
-                1, post, activation[:, pre] * weight)  # O(E) gather, robust on every device
+                1, post, activation[:, pre] * weight
+            )  # O(E) gather, robust on every device
             g = r * synaptic + inputs[step]
             raster[step] = model.emit_spikes(model.non_linearity(g))
             activation = model.update_activation(raster[step], activation)
@@ -121,9 +140,15 @@ def activation_blocks(model, data: Data, n_steps: int, generator: torch.Generato
     bar.close()
 
 
-def reference_history_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
-                             n_trials: int, equilibration_steps: int,
-                             verbose: bool) -> Iterator[SpikeBlock]:
+def reference_history_blocks(
+    model,
+    data: Data,
+    n_steps: int,
+    generator: torch.Generator,
+    n_trials: int,
+    equilibration_steps: int,
+    verbose: bool,
+) -> Iterator[SpikeBlock]:
     """The seed simulator's per-step path: ``forward`` on the state window [N, T]."""
     n, device = data.num_nodes, data.W0.device
     W, edge_index = model.connectivity_filter(data.W0.float(), data.edge_index, n)
@@ -135,14 +160,20 @@ def reference_history_blocks(model, data: Data, n_steps: int, generator: torch.G
         state[:, window - 1] = torch.randint(0, 2, (n,), generator=generator, device=device)
         for t in range(window, window + total):
             time = t - window - equilibration_steps
-            state[:, t] = model(edge_index, W, state[:, t - window:t], t=time)
-        raster[:, trial] = state[:, window + equilibration_steps:].t()
+            state[:, t] = model(edge_index, W, state[:, t - window : t], t=time)
+        raster[:, trial] = state[:, window + equilibration_steps :].t()
     yield SpikeBlock.from_raster(raster)
 
 
-def reference_activation_blocks(model, data: Data, n_steps: int, generator: torch.Generator,
-                                n_trials: int, equilibration_steps: int,
-                                verbose: bool) -> Iterator[SpikeBlock]:
+def reference_activation_blocks(
+    model,
+    data: Data,
+    n_steps: int,
+    generator: torch.Generator,
+    n_trials: int,
+    equilibration_steps: int,
+    verbose: bool,
+) -> Iterator[SpikeBlock]:
     """The seed simulator's per-step path for synaptic-activation models."""
     n, device = data.num_nodes, data.W0.device
     W, edge_index = model.connectivity_filter(data.W0.float(), data.edge_index, n)

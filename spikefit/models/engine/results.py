@@ -26,8 +26,9 @@ class SpikeEvents:
 
     def to_raster(self, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
         """Dense raster [N, n_steps] (or [N, n_steps, n_trials])."""
-        raster = torch.zeros(self.n_neurons, self.n_steps, self.n_trials, dtype=dtype,
-                             device=self.steps.device)
+        raster = torch.zeros(
+            self.n_neurons, self.n_steps, self.n_trials, dtype=dtype, device=self.steps.device
+        )
         raster[self.neurons, self.steps, self.trials] = self.counts.to(dtype)
         return raster.squeeze(2) if self.n_trials == 1 else raster
 
@@ -62,8 +63,15 @@ def largest_count(dtype: torch.dtype) -> int | None:
     return None if dtype.is_floating_point else torch.iinfo(dtype).max
 
 
-def collect(blocks: Iterator[SpikeBlock], n_neurons: int, n_steps: int, n_trials: int,
-            dtype: torch.dtype, as_events: bool, dt: float) -> torch.Tensor | SpikeEvents:
+def collect(
+    blocks: Iterator[SpikeBlock],
+    n_neurons: int,
+    n_steps: int,
+    n_trials: int,
+    dtype: torch.dtype,
+    as_events: bool,
+    dt: float,
+) -> torch.Tensor | SpikeEvents:
     """Gathers the blocks' spikes into a raster [N, n_steps(, K)] or SpikeEvents."""
     parts, raster, offset, largest = [], None, 0, largest_count(dtype)
     for block in blocks:
@@ -76,12 +84,15 @@ def collect(blocks: Iterator[SpikeBlock], n_neurons: int, n_steps: int, n_trials
         if raster is None:
             raster = torch.zeros(n_neurons, n_steps, n_trials, dtype=dtype, device=steps.device)
         if largest is not None and len(block.counts) and int(block.counts.max()) > largest:
-            raise InputError("store_as_dtype", f"{dtype} cannot hold a count of "
-                             f"{int(block.counts.max())} spikes in one step",
-                             "a wider dtype (e.g. torch.int32) or as_events=True")
+            raise InputError(
+                "store_as_dtype",
+                f"{dtype} cannot hold a count of {int(block.counts.max())} spikes in one step",
+                "a wider dtype (e.g. torch.int32) or as_events=True",
+            )
         raster.view(-1)[(neurons * n_steps + steps) * n_trials + trials] = block.counts.to(dtype)
     if as_events:
         steps, neurons, trials, counts = (torch.cat(column) for column in zip(*parts, strict=True))
-        return SpikeEvents(steps, neurons, trials, counts.to(torch.int32), n_neurons, n_steps,
-                           n_trials, dt)
+        return SpikeEvents(
+            steps, neurons, trials, counts.to(torch.int32), n_neurons, n_steps, n_trials, dt
+        )
     return raster.squeeze(2) if n_trials == 1 else raster

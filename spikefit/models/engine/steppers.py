@@ -36,8 +36,9 @@ class ExponentialPools:
     def __init__(self, size: int, generator: torch.Generator, n_trials: int) -> None:
         device = generator.device
         seeds = torch.randint(2**62, (n_trials - 1,), generator=generator, device=device)
-        self.generators = [generator] + [torch.Generator(device).manual_seed(seed)
-                                         for seed in seeds.tolist()]
+        self.generators = [generator] + [
+            torch.Generator(device).manual_seed(seed) for seed in seeds.tolist()
+        ]
         self.pools = torch.empty(n_trials, size, device=device)
         self.positions = [size] * n_trials
 
@@ -56,7 +57,7 @@ class ExponentialPools:
             self.positions[k] += count
             start += count
         if len(first) == 1:
-            return self.pools[0, first[0]:first[0] + start]
+            return self.pools[0, first[0] : first[0] + start]
         index = torch.tensor(first, device=trials.device)[trials]
         return self.pools[trials, index + torch.arange(start, device=trials.device)]
 
@@ -74,8 +75,11 @@ class CountStepper:
 
     def __init__(self, model, history: InputHistory, generator: torch.Generator) -> None:
         self.model, self.history = model, history
-        self.raster = torch.empty(history.future.shape[0] - history.window,
-                                  history.future.shape[1], device=history.future.device)
+        self.raster = torch.empty(
+            history.future.shape[0] - history.window,
+            history.future.shape[1],
+            device=history.future.device,
+        )
 
     def block(self, length: int) -> SpikeBlock:
         """The spikes of the next ``length`` steps, delivered into the buffer as they come."""
@@ -110,8 +114,12 @@ class RescaledStepper:
         self.draws = ExponentialPools(max(n, 4096), generator, n_trials)
         self.trial_of = torch.arange(n_trials * n, device=generator.device) // n
         self.remaining = self.draws.take(self.trial_of).clone()  # hazard left before firing
-        self.raster = torch.empty(history.future.shape[0] - history.window, n_trials * n,
-                                  dtype=torch.bool, device=generator.device)
+        self.raster = torch.empty(
+            history.future.shape[0] - history.window,
+            n_trials * n,
+            dtype=torch.bool,
+            device=generator.device,
+        )
 
     def block(self, length: int) -> SpikeBlock:
         inputs, remaining = self.history.inputs, self.remaining
@@ -133,24 +141,31 @@ class CompiledStepper(RescaledStepper):
 
     zeroes_read_rows = True
 
-    def __init__(self, model, history: InputHistory, generator: torch.Generator,
-                 kernel) -> None:
+    def __init__(self, model, history: InputHistory, generator: torch.Generator, kernel) -> None:
         super().__init__(model, history, generator)
         own = history.own
         self.run = functools.partial(
-            kernel, history.propagate.targets, history.propagate.weights,
+            kernel,
+            history.propagate.targets,
+            history.propagate.weights,
             history.coupling.view(-1).contiguous(),
             torch.zeros(0, 1) if own is None else own,
-            model.theta.float().expand(history.n_neurons).contiguous(), float(model.dt),
-            self.draws.generators, self.draws.pools, history.future, self.remaining)
+            model.theta.float().expand(history.n_neurons).contiguous(),
+            float(model.dt),
+            self.draws.generators,
+            self.draws.pools,
+            history.future,
+            self.remaining,
+        )
 
     def block(self, length: int) -> SpikeBlock:
         positions = torch.tensor(self.draws.positions)
         keys = self.run(positions, length)
         self.draws.positions = positions.tolist()
         width = self.remaining.shape[0]
-        return SpikeBlock(length, keys // width, keys % width,
-                          torch.ones(len(keys), dtype=torch.bool))
+        return SpikeBlock(
+            length, keys // width, keys % width, torch.ones(len(keys), dtype=torch.bool)
+        )
 
 
 def choose_stepper(model, history: InputHistory, generator: torch.Generator):
@@ -160,8 +175,11 @@ def choose_stepper(model, history: InputHistory, generator: torch.Generator):
     emission = model.effective_emission
     if not isinstance(emission, Bernoulli):
         return CountStepper(model, history, generator)
-    if (isinstance(emission.inverse_link, Logistic) and generator.device.type == "cpu"
-            and history.coupling.shape[1] == 1):
+    if (
+        isinstance(emission.inverse_link, Logistic)
+        and generator.device.type == "cpu"
+        and history.coupling.shape[1] == 1
+    ):
         kernel = logistic_kernel()
         if kernel is not None:
             return CompiledStepper(model, history, generator, kernel)

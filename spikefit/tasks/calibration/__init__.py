@@ -6,6 +6,17 @@ from spikefit.tasks.calibration.solvers import Adam, CalibrationSolver, GaussNew
 from spikefit.tasks.calibration.task import RateCalibration
 from spikefit.tasks.defaults import DEFAULT_MODEL, SEED_INTRODUCTION
 
-__all__ = ["RateCalibration", "CalibrationSolver", "GaussNewton", "Adam", "Errors", "flatten",
-           "log_below_target", "sparse_jacobian", "vector_jacobian", "jacobian_vector",
-           "DEFAULT_MODEL", "SEED_INTRODUCTION"]
+__all__ = [
+    "RateCalibration",
+    "CalibrationSolver",
+    "GaussNewton",
+    "Adam",
+    "Errors",
+    "flatten",
+    "log_below_target",
+    "sparse_jacobian",
+    "vector_jacobian",
+    "jacobian_vector",
+    "DEFAULT_MODEL",
+    "SEED_INTRODUCTION",
+]

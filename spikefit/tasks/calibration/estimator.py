@@ -43,8 +43,13 @@ def flatten(trial_errors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([error.detach().reshape(error.shape[0], -1) for error in trial_errors], 1)
 
 
-def pool(targets: list[RateTarget], trial_errors: torch.Tensor,
-         prior: tuple[torch.Tensor, float] | None, world: int, reduce: Reduce) -> Errors:
+def pool(
+    targets: list[RateTarget],
+    trial_errors: torch.Tensor,
+    prior: tuple[torch.Tensor, float] | None,
+    world: int,
+    reduce: Reduce,
+) -> Errors:
     """Means and sampling variances of per-trial errors [K, R] (flattened ``targets``),
     averaged over the ``world`` processes (each simulates its own networks and trials).
 
@@ -54,9 +59,13 @@ def pool(targets: list[RateTarget], trial_errors: torch.Tensor,
     do not count: the variance changes with the rate.)"""
     trials = trial_errors.shape[0]
     parts = trial_errors.split([target.rate_hz.numel() for target in targets], dim=1)
-    per_target = torch.stack([target.error_of_mean(part.squeeze(1) if target.rate_hz.dim()
-                                                    == 0 else part)
-                              for target, part in zip(targets, parts, strict=True)], 1)
+    per_target = torch.stack(
+        [
+            target.error_of_mean(part.squeeze(1) if target.rate_hz.dim() == 0 else part)
+            for target, part in zip(targets, parts, strict=True)
+        ],
+        1,
+    )
 
     def spread(values: torch.Tensor) -> torch.Tensor:  # variance of one trial's values
         if trials == 1:
@@ -67,13 +76,16 @@ def pool(targets: list[RateTarget], trial_errors: torch.Tensor,
     single = spread(per_target)
     if prior is not None and prior[1] > 0:
         variance, weight = prior
-        single = ((weight * variance + degrees * single.nan_to_num(posinf=0.0))
-                  / (weight + degrees))
+        single = (weight * variance + degrees * single.nan_to_num(posinf=0.0)) / (weight + degrees)
         degrees += weight
-    return Errors(reduce(trial_errors.mean(dim=0), reduce_op="mean"),
-                  spread(trial_errors) / (trials * world),
-                  reduce(per_target.mean(dim=0), reduce_op="mean"),
-                  single / (trials * world), trials, (single, degrees / 2))
+    return Errors(
+        reduce(trial_errors.mean(dim=0), reduce_op="mean"),
+        spread(trial_errors) / (trials * world),
+        reduce(per_target.mean(dim=0), reduce_op="mean"),
+        single / (trials * world),
+        trials,
+        (single, degrees / 2),
+    )
 
 
 def all_within_tolerance(errors: Errors, tolerance: float) -> bool:
@@ -89,8 +101,8 @@ def precision_ratio(errors: Errors, tolerance: float, precision: float) -> float
     floor = precision * tolerance
     if not all_within_tolerance(errors, tolerance):
         wanted = (errors.targets.abs() / 3).clamp(min=floor)
-        return float((errors.target_variance / wanted ** 2).max())
-    return float((errors.target_variance / floor ** 2).max())
+        return float((errors.target_variance / wanted**2).max())
+    return float((errors.target_variance / floor**2).max())
 
 
 def more_trials(ratio: float, pooled: int, max_trials: int) -> int:
@@ -120,6 +132,7 @@ def log_below_target(linear: Linearization, floor: float = 1e-3) -> Linearizatio
     residuals = torch.where(below, ratio.clamp(min=floor).log(), linear.residuals)
     jacobian = linear.jacobian.to_sparse().coalesce()  # (dense when reduced over processes)
     rows = slope[jacobian.indices()[0]].to(jacobian.dtype)
-    jacobian = torch.sparse_coo_tensor(jacobian.indices(), jacobian.values() * rows,
-                                       jacobian.shape, check_invariants=True)
+    jacobian = torch.sparse_coo_tensor(
+        jacobian.indices(), jacobian.values() * rows, jacobian.shape, check_invariants=True
+    )
     return Linearization(residuals, jacobian, linear.variance * slope.square())

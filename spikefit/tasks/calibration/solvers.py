@@ -74,8 +74,7 @@ class Adam(CalibrationSolver):
 
     def step(self, task: RateCalibration, batch: Data, batch_idx: int) -> None:
         optimizer = task.optimizers()
-        targets, trial_errors = task.trial_errors(batch, batch_idx, task.hparams.n_trials,
-                                                  draw=0)
+        targets, trial_errors = task.trial_errors(batch, batch_idx, task.hparams.n_trials, draw=0)
         errors = task.errors(targets, task.check_finite(flatten(trial_errors)))
         loss = torch.stack([(e.mean(dim=0) ** 2).mean() for e in trial_errors]).mean()
         optimizer.zero_grad()

@@ -121,17 +121,29 @@ class RateCalibration(L.LightningModule):
         seed: base seed of all simulations.
     """
 
-    def __init__(self, model: BaseModel = DEFAULT_MODEL, tune: list[str] | None = None,
-                 per_neuron: list[str] | None = None, target_rate_hz: float | None = 10.0,
-                 population_rates_hz: dict[str, float] | None = None,
-                 populations: dict[str, tuple[float, float]] | None = None,
-                 neuron_rates_hz: list[float] | None = None,
-                 stimulated_rate_hz: float | None = None, stimulus: BaseStimulus | None = None,
-                 solver: CalibrationSolver | None = None, window_steps: int = 500,
-                 equilibration_steps: int = 100, n_trials: int = 4, max_trials: int = 256,
-                 precision: float = 0.2, tolerance: float = 0.02,
-                 validation_steps: int = 10_000, validation_trials: int | None = None,
-                 figures: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: BaseModel = DEFAULT_MODEL,
+        tune: list[str] | None = None,
+        per_neuron: list[str] | None = None,
+        target_rate_hz: float | None = 10.0,
+        population_rates_hz: dict[str, float] | None = None,
+        populations: dict[str, tuple[float, float]] | None = None,
+        neuron_rates_hz: list[float] | None = None,
+        stimulated_rate_hz: float | None = None,
+        stimulus: BaseStimulus | None = None,
+        solver: CalibrationSolver | None = None,
+        window_steps: int = 500,
+        equilibration_steps: int = 100,
+        n_trials: int = 4,
+        max_trials: int = 256,
+        precision: float = 0.2,
+        tolerance: float = 0.02,
+        validation_steps: int = 10_000,
+        validation_trials: int | None = None,
+        figures: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "stimulus", "solver"])
         self.automatic_optimization = False
@@ -141,13 +153,19 @@ class RateCalibration(L.LightningModule):
         if not isinstance(solver, CalibrationSolver):
             kind = type(solver)
             given = solver if isinstance(solver, str) else f"{kind.__module__}.{kind.__name__}"
-            raise InputError(f"{owner}.solver", f"{given!r} is not a calibration solver",
-                             "spikefit.tasks.calibration.GaussNewton or Adam")
+            raise InputError(
+                f"{owner}.solver",
+                f"{given!r} is not a calibration solver",
+                "spikefit.tasks.calibration.GaussNewton or Adam",
+            )
         check_settings(owner, self.hparams)
         tune = tune if tune is not None else ["theta"]
-        rates = {"target_rate_hz": target_rate_hz, "stimulated_rate_hz": stimulated_rate_hz,
-                 **{f"population_rates_hz.{k}": v for k, v in (population_rates_hz or {}).items()},
-                 **{f"neuron_rates_hz[{i}]": v for i, v in enumerate(neuron_rates_hz or [])}}
+        rates = {
+            "target_rate_hz": target_rate_hz,
+            "stimulated_rate_hz": stimulated_rate_hz,
+            **{f"population_rates_hz.{k}": v for k, v in (population_rates_hz or {}).items()},
+            **{f"neuron_rates_hz[{i}]": v for i, v in enumerate(neuron_rates_hz or [])},
+        }
         for name, value in rates.items():
             if value is not None:
                 positive(f"{owner}.{name}", value, "Hz")
@@ -157,12 +175,18 @@ class RateCalibration(L.LightningModule):
         available = model.tunable_parameters
         unknown = [name for name in tune if name not in available]
         if unknown or not tune:
-            raise InputError(f"{owner}.tune", f"{unknown or tune} are not parameters of "
-                             f"{type(model).__name__}", f"names among {sorted(available)}")
+            raise InputError(
+                f"{owner}.tune",
+                f"{unknown or tune} are not parameters of {type(model).__name__}",
+                f"names among {sorted(available)}",
+            )
         not_tuned = sorted(set(per_neuron or []) - set(tune))
         if not_tuned:
-            raise InputError(f"{owner}.per_neuron", f"{not_tuned} are not tuned",
-                             "parameters also listed in tune")
+            raise InputError(
+                f"{owner}.per_neuron",
+                f"{not_tuned} are not tuned",
+                "parameters also listed in tune",
+            )
         self.model = model
         self.model.requires_grad_(False)
         for name in tune:
@@ -184,27 +208,42 @@ class RateCalibration(L.LightningModule):
     @override
     def setup(self, stage: str) -> None:
         if self.hparams.per_neuron and self.trainer.world_size > 1:
-            raise InputError(f"{self.owner}.per_neuron", "per-neuron parameters belong to one "
-                             "batch of networks and cannot be shared across processes",
-                             "one device (trainer.devices 1)")
+            raise InputError(
+                f"{self.owner}.per_neuron",
+                "per-neuron parameters belong to one "
+                "batch of networks and cannot be shared across processes",
+                "one device (trainer.devices 1)",
+            )
 
     def prepare(self, batch: Data, batch_idx: int) -> None:
         """Per-neuron parameters take the batch's size; the stimulus its batch of masks."""
         for name in self.hparams.per_neuron or []:
-            expand_per_neuron(self.model, name, batch.num_nodes, f"{self.owner}.per_neuron",
-                              "one batch of all networks (data.batch_size = data.n_networks)")
+            expand_per_neuron(
+                self.model,
+                name,
+                batch.num_nodes,
+                f"{self.owner}.per_neuron",
+                "one batch of all networks (data.batch_size = data.n_networks)",
+            )
         stimulus = self.model.stimulus
         if isinstance(stimulus, BaseStimulus):
             stimulus.set_batch(batch_idx % stimulus.n_batches)
 
-    def simulate(self, batch: Data, batch_idx: int, steps: int, seed: int,
-                 trials: int) -> torch.Tensor:
+    def simulate(
+        self, batch: Data, batch_idx: int, steps: int, seed: int, trials: int
+    ) -> torch.Tensor:
         """Spikes [K, N, memory + steps] of ``trials`` trials, without gradients (laid out
         from the simulation's spike events, as teacher forcing reads them)."""
         self.prepare(batch, batch_idx)
-        events = self.model.simulate(batch, self.model.memory_steps + steps, seed=seed,
-                                     n_trials=trials, verbose=False, as_events=True,
-                                     equilibration_steps=self.hparams.equilibration_steps)
+        events = self.model.simulate(
+            batch,
+            self.model.memory_steps + steps,
+            seed=seed,
+            n_trials=trials,
+            verbose=False,
+            as_events=True,
+            equilibration_steps=self.hparams.equilibration_steps,
+        )
         self.prepare(batch, batch_idx)
         spikes = torch.zeros(trials, batch.num_nodes, events.n_steps, device=batch.W0.device)
         spikes[events.trials, events.neurons, events.steps] = events.counts.float()
@@ -217,34 +256,44 @@ class RateCalibration(L.LightningModule):
         if self.model.stimulus is not None:
             on = self.model.stimulus_block(times, batch.num_nodes) != 0
         hp = self.hparams
-        return build_targets(batch, on, hp.target_rate_hz, hp.population_rates_hz,
-                             hp.populations, hp.neuron_rates_hz, hp.stimulated_rate_hz,
-                             self.owner)
+        return build_targets(
+            batch,
+            on,
+            hp.target_rate_hz,
+            hp.population_rates_hz,
+            hp.populations,
+            hp.neuron_rates_hz,
+            hp.stimulated_rate_hz,
+            self.owner,
+        )
 
     def rate_hz(self, counts: torch.Tensor) -> torch.Tensor:
         """Spikes per step → Hz."""
         return counts / self.model.dt * 1000
 
-    def trial_errors(self, batch: Data, batch_idx: int, trials: int,
-                     draw: int) -> tuple[list[RateTarget], list[torch.Tensor]]:
+    def trial_errors(
+        self, batch: Data, batch_idx: int, trials: int, draw: int
+    ) -> tuple[list[RateTarget], list[torch.Tensor]]:
         """Every target's relative errors in each of ``trials`` fresh trials, [K] or [K, N],
         from the teacher-forced expected rates (differentiable in the tuned parameters).
         ``draw`` numbers the simulations of a step (each has its own seed)."""
         hp = self.hparams
         seed = hp.seed + 7919 * self.global_step + 104729 * self.global_rank + 15485863 * draw
         spikes = self.simulate(batch, batch_idx, hp.window_steps, seed, trials)
-        g = self.model.input_from_spikes(batch, spikes)[..., self.model.memory_steps:]
+        g = self.model.input_from_spikes(batch, spikes)[..., self.model.memory_steps :]
         expected = self.model.expected_spikes(g.transpose(1, 2))
         targets = self.targets(batch, hp.window_steps)
-        return targets, [target.relative_error(self.rate_hz(target.per_trial(expected)))
-                         for target in targets]
+        return targets, [
+            target.relative_error(self.rate_hz(target.per_trial(expected))) for target in targets
+        ]
 
     # ------------------------------------------------------------------ estimates
     def errors(self, targets: list[RateTarget], trial_errors: torch.Tensor) -> Errors:
         """The estimate of per-trial errors [K, R] over all processes, with the variance
         prior of the last steps near the target (:func:`~.estimator.pool`)."""
-        return pool(targets, trial_errors, self.prior, self.trainer.world_size,
-                    self.trainer.strategy.reduce)
+        return pool(
+            targets, trial_errors, self.prior, self.trainer.world_size, self.trainer.strategy.reduce
+        )
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
         """Residuals, their variance and their Jacobian for a Gauss–Newton step, from trials
@@ -261,8 +310,7 @@ class RateCalibration(L.LightningModule):
         while True:
             for trials in [chunk] * (wanted // chunk) + [wanted % chunk] * (wanted % chunk > 0):
                 with torch.set_grad_enabled(jacobian is None):
-                    targets, trial_errors = self.trial_errors(batch, batch_idx, trials,
-                                                              next(draws))
+                    targets, trial_errors = self.trial_errors(batch, batch_idx, trials, next(draws))
                 pooled.append(self.check_finite(flatten(trial_errors)))
                 if jacobian is None:
                     jacobian = self.jacobian([error.mean(dim=0) for error in trial_errors])
@@ -283,33 +331,45 @@ class RateCalibration(L.LightningModule):
         with respect to the tuned parameters, flattened in ``tune`` order
         (:func:`~.jacobian.sparse_jacobian`)."""
         per_neuron = self.hparams.per_neuron or []
-        return sparse_jacobian(errors, [self.model.get_parameter(name) for name in self.tuned],
-                               [name in per_neuron for name in self.tuned], self.check_locality)
+        return sparse_jacobian(
+            errors,
+            [self.model.get_parameter(name) for name in self.tuned],
+            [name in per_neuron for name in self.tuned],
+            self.check_locality,
+        )
 
-    def check_locality(self, error: torch.Tensor, own: list[torch.Tensor],
-                       diagonals: list[torch.Tensor | None]) -> None:
+    def check_locality(
+        self, error: torch.Tensor, own: list[torch.Tensor], diagonals: list[torch.Tensor | None]
+    ) -> None:
         """Checks once (with one random Jacobian-vector product) that each neuron's error
         depends on the per-neuron parameters only through the neuron's own values."""
         if self.locality_checked:
             return
         if not is_local(error, own, diagonals, torch.Generator().manual_seed(self.hparams.seed)):
             names = [n for n in self.tuned if n in (self.hparams.per_neuron or [])]
-            raise InputError(f"{self.owner}.per_neuron", f"{names} reach other neurons' rates "
-                             f"under teacher forcing in {type(self.model).__name__}, so the "
-                             f"Gauss–Newton solver's diagonal Jacobian does not hold",
-                             "solver Adam for these parameters")
+            raise InputError(
+                f"{self.owner}.per_neuron",
+                f"{names} reach other neurons' rates "
+                f"under teacher forcing in {type(self.model).__name__}, so the "
+                f"Gauss–Newton solver's diagonal Jacobian does not hold",
+                "solver Adam for these parameters",
+            )
         self.locality_checked = True
 
     def check_finite(self, trial_errors: torch.Tensor) -> torch.Tensor:
         """``trial_errors``, or an InputError naming the model if one is not finite."""
         if not torch.isfinite(trial_errors).all():
             loss = trial_errors.square().mean()
-            values = ", ".join(f"{name} = {self.model.get_parameter(name).mean().item():.4g}"
-                               for name in self.tuned)
-            raise InputError(f"{self.owner}.model", f"the calibration loss became "
-                             f"{loss.item()} at step {self.global_step} ({values})",
-                             "finite expected rates: start the tuned parameters nearer the "
-                             "target" + self.solver.remedy)
+            values = ", ".join(
+                f"{name} = {self.model.get_parameter(name).mean().item():.4g}"
+                for name in self.tuned
+            )
+            raise InputError(
+                f"{self.owner}.model",
+                f"the calibration loss became {loss.item()} at step {self.global_step} ({values})",
+                "finite expected rates: start the tuned parameters nearer the "
+                "target" + self.solver.remedy,
+            )
         return trial_errors
 
     def record(self, targets: list[RateTarget], errors: Errors) -> None:
@@ -340,16 +400,22 @@ class RateCalibration(L.LightningModule):
         steps = self.hparams.validation_steps
         targets = self.targets(batch, steps)
         trials = self.validation_trials(targets, batch.num_nodes)
-        spikes = self.simulate(batch, batch_idx, steps, trials=trials,
-                               seed=self.hparams.seed + 1_000_003 + 7 * self.global_rank)
-        spikes = spikes[..., self.model.memory_steps:].transpose(1, 2)
+        spikes = self.simulate(
+            batch,
+            batch_idx,
+            steps,
+            trials=trials,
+            seed=self.hparams.seed + 1_000_003 + 7 * self.global_rank,
+        )
+        spikes = spikes[..., self.model.memory_steps :].transpose(1, 2)
         rates = {"global": self.rate_hz(spikes.mean())}
         for target in targets:
             rates[target.name] = self.rate_hz(target.achieved(spikes))
             self.target_rates[target.name] = target.rate_hz.tolist()
         for name, rate in rates.items():
-            self.log(f"val/rate_hz/{name}", rate.mean(), sync_dist=True,
-                     batch_size=batch.num_graphs)
+            self.log(
+                f"val/rate_hz/{name}", rate.mean(), sync_dist=True, batch_size=batch.num_graphs
+            )
             self.achieved[name] = rate.tolist()
         self.last_spikes = spikes[0]
         self.validated, self.validated_trials = True, trials
@@ -361,10 +427,11 @@ class RateCalibration(L.LightningModule):
         steps, more for a few neurons."""
         if self.hparams.validation_trials is not None:
             return self.hparams.validation_trials
-        spikes = min(target.spikes_per_trial(n_neurons, self.hparams.validation_steps,
-                                             float(self.model.dt)) for target in targets)
-        return min(self.hparams.max_trials,
-                   math.ceil(9 / (self.hparams.tolerance ** 2 * spikes)))
+        spikes = min(
+            target.spikes_per_trial(n_neurons, self.hparams.validation_steps, float(self.model.dt))
+            for target in targets
+        )
+        return min(self.hparams.max_trials, math.ceil(9 / (self.hparams.tolerance**2 * spikes)))
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -375,17 +442,26 @@ class RateCalibration(L.LightningModule):
         for name, value in self.achieved.items():  # averaged over processes under DDP
             if not isinstance(value, list):
                 self.achieved[name] = float(metrics[f"val/rate_hz/{name}"])
-        errors = [abs(torch.tensor(self.achieved[name]).mean().item() - torch.tensor(target)
-                      .mean().item()) / torch.tensor(target).mean().item()
-                  for name, target in self.target_rates.items()]
+        errors = [
+            abs(
+                torch.tensor(self.achieved[name]).mean().item() - torch.tensor(target).mean().item()
+            )
+            / torch.tensor(target).mean().item()
+            for name, target in self.target_rates.items()
+        ]
         self.converged = bool(errors) and max(errors) <= self.hparams.tolerance
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
     @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        stamp(checkpoint, self, prior=self.prior, within_tolerance=self.within_tolerance,
-              locality_checked=self.locality_checked)
+        stamp(
+            checkpoint,
+            self,
+            prior=self.prior,
+            within_tolerance=self.within_tolerance,
+            locality_checked=self.locality_checked,
+        )
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -431,17 +507,22 @@ class RateCalibration(L.LightningModule):
     @staticmethod
     def describe(summary: dict) -> str:
         """The one-line console summary of :meth:`summary`."""
-        achieved = ", ".join(f"{k} {torch.tensor(summary['achieved_rate_hz'][k]).mean():.3f} Hz "
-                             f"(target {torch.tensor(v).mean():g})"
-                             for k, v in summary["targets"].items())
-        parameters = ", ".join(f"{k} = {torch.tensor(v).mean():.4g}"
-                               + (" (mean)" if isinstance(v, list) else "")
-                               for k, v in summary["parameters"].items())
+        achieved = ", ".join(
+            f"{k} {torch.tensor(summary['achieved_rate_hz'][k]).mean():.3f} Hz "
+            f"(target {torch.tensor(v).mean():g})"
+            for k, v in summary["targets"].items()
+        )
+        parameters = ", ".join(
+            f"{k} = {torch.tensor(v).mean():.4g}" + (" (mean)" if isinstance(v, list) else "")
+            for k, v in summary["parameters"].items()
+        )
         trials = summary["validation_trials"]
-        return (f"\nspikefit calibration: {achieved} on {summary['validation_steps']} fresh "
-                f"steps × {trials} trial{'s' * (trials > 1)}: "
-                f"{'converged' if summary['converged'] else 'NOT converged'}; "
-                f"{parameters}; {summary['wall_time_s']:.1f} s")
+        return (
+            f"\nspikefit calibration: {achieved} on {summary['validation_steps']} fresh "
+            f"steps × {trials} trial{'s' * (trials > 1)}: "
+            f"{'converged' if summary['converged'] else 'NOT converged'}; "
+            f"{parameters}; {summary['wall_time_s']:.1f} s"
+        )
 
     def figures(self) -> dict[str, Figure]:
         """Raster (at most the first 100 neurons and 2,000 steps of the last validation's
@@ -460,14 +541,20 @@ class RateCalibration(L.LightningModule):
         step, neuron = spikes[:shown_steps, :shown].nonzero(as_tuple=True)
         axis.scatter(step.cpu() * dt, neuron.cpu(), s=1, c="k")
         which = f"all {neurons}" if shown == neurons else f"first {shown} of {neurons}"
-        axis.set(xlabel="time (ms)", ylabel="neuron",
-                 title=f"validation raster: {which} neurons, first {shown_steps * dt:g} of "
-                       f"{steps * dt:g} ms (trial 1)")
+        axis.set(
+            xlabel="time (ms)",
+            ylabel="neuron",
+            title=f"validation raster: {which} neurons, first {shown_steps * dt:g} of "
+            f"{steps * dt:g} ms (trial 1)",
+        )
         histogram = Figure(figsize=(5, 4))
         axis = histogram.subplots()
         axis.hist((spikes.mean(dim=0) / dt * 1000).cpu(), bins=30)
-        axis.set(xlabel="firing rate (Hz)", ylabel="neurons",
-                 title=f"rates of all {neurons} neurons over {steps * dt:g} ms (trial 1)")
+        axis.set(
+            xlabel="firing rate (Hz)",
+            ylabel="neurons",
+            title=f"rates of all {neurons} neurons over {steps * dt:g} ms (trial 1)",
+        )
         return {"raster": raster, "rate_histogram": histogram}
 
 

@@ -24,9 +24,11 @@ SUMS = ("log_likelihood", "baseline", "spikes", "bins")
 def likelihood_metrics(total: dict[str, float]) -> dict[str, float]:
     """From the :data:`SUMS` of a split: the log-likelihood per neuron per bin (nats) and
     the bits per spike gained over the homogeneous baseline."""
-    return {"log_likelihood_per_bin": total["log_likelihood"] / total["bins"],
-            "bits_per_spike": (total["log_likelihood"] - total["baseline"])
-            / (total["spikes"] * math.log(2))}
+    return {
+        "log_likelihood_per_bin": total["log_likelihood"] / total["bins"],
+        "bits_per_spike": (total["log_likelihood"] - total["baseline"])
+        / (total["spikes"] * math.log(2)),
+    }
 
 
 def edge_metrics(fitted: torch.Tensor, truth: torch.Tensor, all_pairs: bool) -> dict[str, float]:
@@ -37,13 +39,13 @@ def edge_metrics(fitted: torch.Tensor, truth: torch.Tensor, all_pairs: bool) -> 
     labels = (truth != 0).long()
     if all_pairs and 0 < int(labels.sum()) < len(labels):
         metrics["edge_auroc"] = float(binary_auroc(fitted.abs(), labels))
-        metrics["edge_average_precision"] = float(binary_average_precision(fitted.abs(),
-                                                                           labels))
+        metrics["edge_average_precision"] = float(binary_average_precision(fitted.abs(), labels))
     return metrics
 
 
-def coupling_figure(fitted: torch.Tensor, truth: torch.Tensor, n_neurons: int,
-                    metrics: dict[str, float]) -> Figure:
+def coupling_figure(
+    fitted: torch.Tensor, truth: torch.Tensor, n_neurons: int, metrics: dict[str, float]
+) -> Figure:
     """Fitted against true weights [E] of ``n_neurons`` neurons and the ROC curve of |W| for
     edge detection (with ``edge_auroc`` in the :func:`edge_metrics` ``metrics``)."""
     from matplotlib.figure import Figure
@@ -54,15 +56,20 @@ def coupling_figure(fitted: torch.Tensor, truth: torch.Tensor, n_neurons: int,
     left.scatter(truth, fitted, s=4, alpha=0.5)
     low, high = float(min(truth.min(), fitted.min())), float(max(truth.max(), fitted.max()))
     left.plot([low, high], [low, high], color="grey", lw=0.8)
-    left.set(xlabel="true weight", ylabel="fitted weight",
-             title=f"all {len(truth):,} fitted pairs of {n_neurons} neurons: "
-                   f"correlation {metrics.get('weight_correlation', math.nan):.3f}")
+    left.set(
+        xlabel="true weight",
+        ylabel="fitted weight",
+        title=f"all {len(truth):,} fitted pairs of {n_neurons} neurons: "
+        f"correlation {metrics.get('weight_correlation', math.nan):.3f}",
+    )
     labels = (truth != 0).long()
     if "edge_auroc" in metrics:
         fpr, tpr, _ = binary_roc(fitted.abs(), labels)
         right.plot(fpr, tpr)
-        right.set_title(f"detecting the {int(labels.sum()):,} true edges by |W|: AUROC "
-                        f"{metrics['edge_auroc']:.3f}")
+        right.set_title(
+            f"detecting the {int(labels.sum()):,} true edges by |W|: AUROC "
+            f"{metrics['edge_auroc']:.3f}"
+        )
     right.plot([0, 1], [0, 1], color="grey", lw=0.8)
     right.set(xlabel="false positive rate", ylabel="true positive rate")
     figure.tight_layout()

@@ -20,8 +20,13 @@ if TYPE_CHECKING:
     from spikefit.tasks.likelihood.task import LikelihoodFit
 
 
-def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[int], Prepared],
-                  scale: torch.Tensor, objective: Callable[[], torch.Tensor]) -> NewtonSystem:
+def newton_system(
+    fit: LikelihoodFit,
+    batch: list[Chunk],
+    prepared: Callable[[int], Prepared],
+    scale: torch.Tensor,
+    objective: Callable[[], torch.Tensor],
+) -> NewtonSystem:
     """The ``objective`` of ``fit``'s training step (the chunks' negative log-likelihood,
     weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
     its incoming coupling weights, its refractory scale and its offsets, in that order
@@ -32,12 +37,14 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
     def design(k: int) -> LinearDesign:
         if k not in designs:
             bins = batch[k]["bins"]
-            presynaptic, own = (None if t is None else t[0, :, -bins:].t()
-                                for t in prepared(k)[0])
+            presynaptic, own = (None if t is None else t[0, :, -bins:].t() for t in prepared(k)[0])
             designs[k] = LinearDesign(
                 presynaptic if fit.fits_coupling else None,
                 own if fit.refractory_scale is not None else None,
-                fit.offset_signs, fit.model.recurrence().detach(), fit.solver.max_pairs)
+                fit.offset_signs,
+                fit.model.recurrence().detach(),
+                fit.solver.max_pairs,
+            )
         return designs[k]
 
     def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,8 +56,8 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
                 input = fit.chunk_input(chunk, traces)
             input.requires_grad_()
             link = fit.observation.link(fit.model, input)
-            slope, = torch.autograd.grad(link.sum(), input, create_graph=True)
-            curvature, = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
+            (slope,) = torch.autograd.grad(link.sum(), input, create_graph=True)
+            (curvature,) = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
             link, slope = link.detach(), slope.detach()
             first, index, second = link_derivatives(fit.observation, targets, link)
             d = weight * first * slope  # derivatives of the objective in g
@@ -60,16 +67,20 @@ def newton_system(fit: LikelihoodFit, batch: list[Chunk], prepared: Callable[[in
             nll = -weight * fit.observation.log_likelihood_of_link(targets, link)
             total, gradient, hessian = total + nll, gradient + g, hessian + h
         if fit.regularizer is not None and fit.fits_coupling:
-            penalty_gradient, penalty_curvature = penalty_derivatives(fit.regularizer,
-                                                                      fit.coupling_weights)
+            penalty_gradient, penalty_curvature = penalty_derivatives(
+                fit.regularizer, fit.coupling_weights
+            )
             post, columns = pair_entries(fit)
             gradient[post, columns] += penalty_gradient
             hessian[post, columns, columns] += penalty_curvature
             total = total + fit.penalty().detach()
         free = fit.block_mask()
         gradient = gradient * free
-        hessian = torch.where(free.unsqueeze(1) & free.unsqueeze(2), hessian,
-                              torch.eye(free.shape[1], device=hessian.device))
+        hessian = torch.where(
+            free.unsqueeze(1) & free.unsqueeze(2),
+            hessian,
+            torch.eye(free.shape[1], device=hessian.device),
+        )
         return tuple(strategy.reduce(x, reduce_op="mean") for x in (total, gradient, hessian))
 
     def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
@@ -96,8 +107,9 @@ def pair_entries(fit: LikelihoodFit) -> tuple[torch.Tensor, torch.Tensor]:
     return (post if columns.dim() == 1 else post.unsqueeze(1).expand_as(columns)), columns
 
 
-def block_mask(edge_index: torch.Tensor | None, n: int, n_basis: int, width: int,
-               device: torch.device) -> torch.Tensor:
+def block_mask(
+    edge_index: torch.Tensor | None, n: int, n_basis: int, width: int, device: torch.device
+) -> torch.Tensor:
     """[N, P]: which entries of each neuron's block of ``width`` are fitted: all but the
     absent coupling weights (the pairs not in ``edge_index``, e.g. the self-coupling, for
     every one of the ``n_basis`` functions; None: the coupling is not fitted)."""
@@ -107,16 +119,17 @@ def block_mask(edge_index: torch.Tensor | None, n: int, n_basis: int, width: int
         columns = coupling_columns(edge_index, n, n_basis)
         post = edge_index[1] if n_basis == 1 else edge_index[1].unsqueeze(1).expand_as(columns)
         coupled[post, columns] = True
-        free[:, :n_basis * n] = coupled
+        free[:, : n_basis * n] = coupled
     return free
 
 
-def penalty_derivatives(regularizer: Regularizer,
-                        weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def penalty_derivatives(
+    regularizer: Regularizer, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """First and second derivatives of the (separable) penalty in each coupling weight."""
     weights = weights.detach().requires_grad_()
-    first, = torch.autograd.grad(regularizer(weights), weights, create_graph=True)
-    second, = torch.autograd.grad(first.sum(), weights, materialize_grads=True)
+    (first,) = torch.autograd.grad(regularizer(weights), weights, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), weights, materialize_grads=True)
     return first.detach(), second
 
 
@@ -152,8 +165,14 @@ class LinearDesign:
         max_pairs: largest number of stored products F_tj·F_tk (memory bound).
     """
 
-    def __init__(self, presynaptic: torch.Tensor | None, own: torch.Tensor | None,
-                 signs: list[float], recurrence: torch.Tensor, max_pairs: int) -> None:
+    def __init__(
+        self,
+        presynaptic: torch.Tensor | None,
+        own: torch.Tensor | None,
+        signs: list[float],
+        recurrence: torch.Tensor,
+        max_pairs: int,
+    ) -> None:
         self.own = own
         self.signs = signs
         self.coupled = presynaptic is not None
@@ -167,8 +186,7 @@ class LinearDesign:
     @property
     def width(self) -> int:
         """Block size P per neuron."""
-        return (self.n_traces if self.coupled else 0) + (self.own is not None) + len(
-            self.signs)
+        return (self.n_traces if self.coupled else 0) + (self.own is not None) + len(self.signs)
 
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
@@ -186,8 +204,9 @@ class LinearDesign:
             local_gradient.insert(0, (d * self.own).sum(0))
             by_offset = signs.unsqueeze(-1) * sum_w_own  # [offsets, N]
             top = torch.cat([(w_own * self.own).sum(0).unsqueeze(0), by_offset]).unsqueeze(0)
-            local_hessian = torch.cat([top, torch.cat([by_offset.unsqueeze(1), local_hessian],
-                                                      dim=1)])
+            local_hessian = torch.cat(
+                [top, torch.cat([by_offset.unsqueeze(1), local_hessian], dim=1)]
+            )
         first = width - len(local_gradient)
         if local_gradient:
             gradient[:, first:] = torch.stack(local_gradient, dim=1)
@@ -218,16 +237,21 @@ def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
     total = int(per_bin.square().sum())
     if total > max_pairs:
         raise InputError(
-            "Newton.max_pairs", f"the spike traces are too dense for Newton's sparse Hessian "
+            "Newton.max_pairs",
+            f"the spike traces are too dense for Newton's sparse Hessian "
             f"({total:,} products of trace pairs, more than {max_pairs:,})",
-            "solver LBFGS, or a larger max_pairs if memory allows")
+            "solver LBFGS, or a larger max_pairs if memory allows",
+        )
     bin_of = torch.repeat_interleave(torch.arange(n_bins, device=traces.device), per_bin)
     partners = per_bin[bin_of]  # for each nonzero, the nonzeros of its bin
-    first = torch.repeat_interleave(torch.arange(len(columns), device=traces.device),
-                                    partners)
+    first = torch.repeat_interleave(torch.arange(len(columns), device=traces.device), partners)
     within = torch.arange(total, device=traces.device) - torch.repeat_interleave(
-        partners.cumsum(0) - partners, partners)
+        partners.cumsum(0) - partners, partners
+    )
     second = rows[bin_of[first]] + within
     index = torch.stack([columns[first] * n + columns[second], bin_of[first]])
-    return to_csr(torch.sparse_coo_tensor(index, values[first] * values[second],
-                                          (n * n, n_bins), check_invariants=False))
+    return to_csr(
+        torch.sparse_coo_tensor(
+            index, values[first] * values[second], (n * n, n_bins), check_invariants=False
+        )
+    )

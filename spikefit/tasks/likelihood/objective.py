@@ -17,12 +17,17 @@ Prepared = tuple[tuple | None, torch.Tensor]
 
 def targets_of(chunk: Chunk) -> torch.Tensor:
     """The counts [S, N] of the chunk's last S bins (the ones it evaluates)."""
-    return chunk["spikes"][:, -chunk["bins"]:].t()
+    return chunk["spikes"][:, -chunk["bins"] :].t()
 
 
-def forced_input(model: BaseModel, chunk: Chunk, network: Data | None,
-                 coupling: torch.Tensor | None, self_scale: torch.Tensor | None,
-                 traces: tuple | None = None) -> torch.Tensor:
+def forced_input(
+    model: BaseModel,
+    chunk: Chunk,
+    network: Data | None,
+    coupling: torch.Tensor | None,
+    self_scale: torch.Tensor | None,
+    traces: tuple | None = None,
+) -> torch.Tensor:
     """The teacher-forced input g [S, N] of the chunk's last S bins, given the recorded
     history, coupled by the ``network``'s weights or the dense ``coupling`` [B·N, N] and with
     the self kernel scaled by ``self_scale`` [N]; ``traces`` are the chunk's
@@ -32,8 +37,14 @@ def forced_input(model: BaseModel, chunk: Chunk, network: Data | None,
         traces = model.spike_traces(spikes)
     traces = tuple(None if t is None else t[..., -bins:] for t in traces)
     first = chunk["start"] + spikes.shape[-1] - bins
-    g = model.input_from_spikes(network, spikes[..., -bins:], start=first, coupling=coupling,
-                                self_scale=self_scale, traces=traces)
+    g = model.input_from_spikes(
+        network,
+        spikes[..., -bins:],
+        start=first,
+        coupling=coupling,
+        self_scale=self_scale,
+        traces=traces,
+    )
     return g[0].t()
 
 
@@ -63,13 +74,16 @@ class StepCache:
             traces = self.model.spike_traces(chunk["spikes"].unsqueeze(0))
             fixed = not any(t is not None and t.requires_grad for t in traces)
             targets = targets_of(chunk).to_sparse().coalesce()
-            self.prepared[k] = (tuple(None if t is None else time_major(t) for t in traces)
-                                if fixed else None), targets
+            self.prepared[k] = (
+                (tuple(None if t is None else time_major(t) for t in traces) if fixed else None),
+                targets,
+            )
         return self.prepared[k]
 
 
-def link_derivatives(observation: Emission, targets: torch.Tensor, link: torch.Tensor
-                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+def link_derivatives(
+    observation: Emission, targets: torch.Tensor, link: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Derivatives of the negative log-likelihood in the likelihood parameter m [S, N] of a
     chunk with sparse ``targets``: the first everywhere (1 where no spike, as every emission
     has log P(0 | m) = -m), the spikes' index and the second there (0 elsewhere)."""
@@ -81,8 +95,7 @@ def link_derivatives(observation: Emission, targets: torch.Tensor, link: torch.T
     return gradient, index, -second
 
 
-def surrogate(observation: Emission, targets: torch.Tensor,
-              link: torch.Tensor) -> torch.Tensor:
+def surrogate(observation: Emission, targets: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
     """A scalar whose gradient is that of the chunk's negative log-likelihood, from its
     exact derivatives in the link output m (:func:`link_derivatives`), so that the backward
     pass runs through m alone."""

@@ -90,11 +90,17 @@ class LikelihoodFit(L.LightningModule):
             :class:`~spikefit.tasks.solvers.Adam` (time chunks).
     """
 
-    def __init__(self, model: BaseModel = DEFAULT_MODEL, fit: list[str] | None = None,
-                 per_neuron: list[str] | None = None, coupling: str = "dense",
-                 refractory_scale: bool = False, observation: Emission | None = None,
-                 regularizer: Regularizer | None = None,
-                 solver: Solver | None = None) -> None:
+    def __init__(
+        self,
+        model: BaseModel = DEFAULT_MODEL,
+        fit: list[str] | None = None,
+        per_neuron: list[str] | None = None,
+        coupling: str = "dense",
+        refractory_scale: bool = False,
+        observation: Emission | None = None,
+        regularizer: Regularizer | None = None,
+        solver: Solver | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
         self.automatic_optimization = False
@@ -106,34 +112,50 @@ class LikelihoodFit(L.LightningModule):
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
             unknown = [name for name in names if name not in available]
             if unknown:
-                raise InputError(f"{owner}.{field}", f"{unknown} are not parameters of "
-                                 f"{type(model).__name__}", f"names among {sorted(available)}")
+                raise InputError(
+                    f"{owner}.{field}",
+                    f"{unknown} are not parameters of {type(model).__name__}",
+                    f"names among {sorted(available)}",
+                )
         self.fitted = list(dict.fromkeys(fit + per_neuron))
         self.fits_coupling = coupling in ("dense", "graph")
         if self.fits_coupling and "r" in self.fitted:
-            raise InputError(f"{owner}.fit", f"r scales the coupling weights that coupling="
-                             f"{coupling!r} fits (only r·W is identifiable)",
-                             "either r or the coupling, not both")
+            raise InputError(
+                f"{owner}.fit",
+                f"r scales the coupling weights that coupling="
+                f"{coupling!r} fits (only r·W is identifiable)",
+                "either r or the coupling, not both",
+            )
         if refractory_scale and model.self_kernel() is None:
-            raise InputError(f"{owner}.refractory_scale", f"{type(model).__name__} has no self "
-                             "(refractory) kernel to scale", "false for this model")
+            raise InputError(
+                f"{owner}.refractory_scale",
+                f"{type(model).__name__} has no self (refractory) kernel to scale",
+                "false for this model",
+            )
         if not (self.fitted or self.fits_coupling or refractory_scale):
-            raise InputError(f"{owner}.fit", "nothing to fit", "parameters in fit or "
-                             "per_neuron, coupling 'dense' or 'graph', or refractory_scale")
+            raise InputError(
+                f"{owner}.fit",
+                "nothing to fit",
+                "parameters in fit or per_neuron, coupling 'dense' or 'graph', or refractory_scale",
+            )
         if (self.fits_coupling or refractory_scale) and not model.declares_kernels:
             field = "coupling" if self.fits_coupling else "refractory_scale"
-            raise InputError(f"{owner}.{field}", f"{type(model).__name__} overrides its input "
-                             "stage (input, message or connectivity_filter) without declaring "
-                             "kernels, so its coupling and self kernel cannot be fitted",
-                             "coupling fixed or none, or a model that declares its kernels "
-                             "(coupling_kernel, self_kernel)")
+            raise InputError(
+                f"{owner}.{field}",
+                f"{type(model).__name__} overrides its input "
+                "stage (input, message or connectivity_filter) without declaring "
+                "kernels, so its coupling and self kernel cannot be fitted",
+                "coupling fixed or none, or a model that declares its kernels "
+                "(coupling_kernel, self_kernel)",
+            )
         self.observation = self.likelihood_of(model, observation)
         self.model = model
         self.model.requires_grad_(False)
         self.regularizer = regularizer
         self.solver = solver if solver is not None else LBFGS()
-        self.sums = nn.ModuleList([nn.ModuleDict({key: SumMetric() for key in SUMS})
-                                   for _ in SPLITS])
+        self.sums = nn.ModuleList(
+            [nn.ModuleDict({key: SumMetric() for key in SUMS}) for _ in SPLITS]
+        )
         self.n_neurons = 0
         self.n_basis = 1  # functions of the model's coupling basis (weights per pair)
         self.refractory_scale: nn.Parameter | None = None
@@ -146,14 +168,22 @@ class LikelihoodFit(L.LightningModule):
         it has none with a likelihood."""
         emission = observation if observation is not None else model.effective_emission
         if emission is None:
-            raise InputError(f"{self.owner}.model", f"{type(model).__name__} overrides "
-                             "emit_spikes without declaring an emission, so its likelihood is "
-                             "unknown", "the class attribute emission = Bernoulli(...) or "
-                             "Poisson(...) on the model, or the observation argument")
+            raise InputError(
+                f"{self.owner}.model",
+                f"{type(model).__name__} overrides "
+                "emit_spikes without declaring an emission, so its likelihood is "
+                "unknown",
+                "the class attribute emission = Bernoulli(...) or "
+                "Poisson(...) on the model, or the observation argument",
+            )
         if not emission.has_likelihood:
-            raise InputError(f"{self.owner}.model", f"{type(model).__name__}'s "
-                             f"{type(emission).__name__} emission is deterministic and has no "
-                             "likelihood", "a model with a Bernoulli or Poisson emission")
+            raise InputError(
+                f"{self.owner}.model",
+                f"{type(model).__name__}'s "
+                f"{type(emission).__name__} emission is deterministic and has no "
+                "likelihood",
+                "a model with a Bernoulli or Poisson emission",
+            )
         return emission
 
     # ------------------------------------------------------------------ set-up
@@ -166,31 +196,25 @@ class LikelihoodFit(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.n_neurons:
             return
-        data = getattr(self.trainer, "datamodule", None)
-        if not isinstance(data, SpikeTrainDataModule):
-            raise InputError("data", f"{type(data).__name__} is not a SpikeTrainDataModule",
-                             "data.class_path: spikefit.data.SpikeTrainDataModule")
-        if not math.isclose(data.dt_ms, float(self.model.dt), rel_tol=1e-6):
-            raise InputError(f"{type(data).__name__}.dt_ms", f"{data.dt_ms:g} ms differs from "
-                             f"the model's dt, {float(self.model.dt):g} ms",
-                             "the recording binned at the model's step")
-        if self.solver.full_batch and data.hparams.chunks_per_batch is not None:
-            raise InputError(f"{type(data).__name__}.chunks_per_batch", f"solver "
-                             f"{type(self.solver).__name__} steps on every training bin at "
-                             "once", "null (or solver Adam)")
-        self.observation.check(data.spikes, f"{type(data).__name__}.path")
+        data = self.checked_data()
         n = self.n_neurons = data.n_neurons
         basis = self.model.coupling_basis().detach()  # (before per-neuron parameters)
         self.n_basis = len(basis)
         for name in self.hparams.per_neuron or []:
-            expand_per_neuron(self.model, name, n, f"{self.owner}.per_neuron",
-                              f"a scalar or one value per neuron [{n}]")
+            expand_per_neuron(
+                self.model,
+                name,
+                n,
+                f"{self.owner}.per_neuron",
+                f"a scalar or one value per neuron [{n}]",
+            )
         for name in self.fitted:
             self.model.get_parameter(name).requires_grad_(True)
         if self.hparams.refractory_scale:
             self.refractory_scale = nn.Parameter(torch.ones(n))
-        edge_index, weights = parameters.coupling_of(self.hparams.coupling, data.network, n,
-                                                     self.n_basis, f"{self.owner}.coupling")
+        edge_index, weights = parameters.coupling_of(
+            self.hparams.coupling, data.network, n, self.n_basis, f"{self.owner}.coupling"
+        )
         self.register_buffer("edge_index", edge_index)
         if self.fits_coupling:
             self.coupling_weights = nn.Parameter(weights)
@@ -201,14 +225,52 @@ class LikelihoodFit(L.LightningModule):
         if true_W0 is not None and true_W0.dim() == 3:  # per basis function: filter areas
             true_W0 = true_W0 @ basis.sum(1)
         self.register_buffer("true_W0", true_W0)
-        parameters.probe(self.model, self.chunk_input, n, f"{self.owner}.per_neuron",
-                         self.hparams.per_neuron)
+        self.check_parameters()
+
+    def checked_data(self) -> SpikeTrainDataModule:
+        """The trainer's data module, refused in one line unless it is a recording binned at
+        the model's step that the solver and the emission can take."""
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, SpikeTrainDataModule):
+            raise InputError(
+                "data",
+                f"{type(data).__name__} is not a SpikeTrainDataModule",
+                "data.class_path: spikefit.data.SpikeTrainDataModule",
+            )
+        if not math.isclose(data.dt_ms, float(self.model.dt), rel_tol=1e-6):
+            raise InputError(
+                f"{type(data).__name__}.dt_ms",
+                f"{data.dt_ms:g} ms differs from the model's dt, {float(self.model.dt):g} ms",
+                "the recording binned at the model's step",
+            )
+        if self.solver.full_batch and data.hparams.chunks_per_batch is not None:
+            raise InputError(
+                f"{type(data).__name__}.chunks_per_batch",
+                f"solver {type(self.solver).__name__} steps on every training bin at once",
+                "null (or solver Adam)",
+            )
+        self.observation.check(data.spikes, f"{type(data).__name__}.path")
+        return data
+
+    def check_parameters(self) -> None:
+        """Probes the fitted parameters once on silence (per-neuron values act on each
+        neuron alone; Newton's offsets shift the input) and the regularizer's solvers."""
+        n = self.n_neurons
+        parameters.probe(
+            self.model, self.chunk_input, n, f"{self.owner}.per_neuron", self.hparams.per_neuron
+        )
         if self.regularizer is not None:
             self.regularizer.check_solver(self.solver, f"{self.owner}.regularizer")
         if self.solver.needs_blocks:
             self.offset_signs = parameters.offset_signs(
-                self.model, self.chunk_input, n, self.fitted, self.hparams.per_neuron or [],
-                type(self.solver).__name__, self.owner)
+                self.model,
+                self.chunk_input,
+                n,
+                self.fitted,
+                self.hparams.per_neuron or [],
+                type(self.solver).__name__,
+                self.owner,
+            )
 
     # ------------------------------------------------------------------ the likelihood
     def pair_weights(self) -> torch.Tensor:
@@ -221,24 +283,26 @@ class LikelihoodFit(L.LightningModule):
 
     def coupling_matrix(self) -> torch.Tensor:
         """:meth:`pair_weights` as a dense [N, N] matrix indexed [pre, post]."""
-        return parameters.coupling_matrix(self.edge_index, self.pair_weights(),
-                                          self.n_neurons)
+        return parameters.coupling_matrix(self.edge_index, self.pair_weights(), self.n_neurons)
 
     def chunk_input(self, chunk: Chunk, traces: tuple | None = None) -> torch.Tensor:
         """Input g [S, N] of the chunk's last S bins given the recorded history; ``traces``
         are the chunk's :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
         if self.fits_coupling:
             network = None
-            dense = parameters.coupling_matrix(self.edge_index, self.coupling_weights,
-                                               self.n_neurons)
+            dense = parameters.coupling_matrix(
+                self.edge_index, self.coupling_weights, self.n_neurons
+            )
         else:
-            network = Data(edge_index=self.edge_index, W0=self.coupling_weights,
-                           num_nodes=self.n_neurons)
+            network = Data(
+                edge_index=self.edge_index, W0=self.coupling_weights, num_nodes=self.n_neurons
+            )
             dense = None
         return forced_input(self.model, chunk, network, dense, self.refractory_scale, traces)
 
-    def chunk_log_likelihood(self, chunk: Chunk, traces: tuple | None = None,
-                             targets: torch.Tensor | None = None) -> torch.Tensor:
+    def chunk_log_likelihood(
+        self, chunk: Chunk, traces: tuple | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Total log-likelihood (nats) of the chunk's last S bins; ``targets`` are their
         counts [S, N] (e.g. sparse), if already extracted."""
         if targets is None:
@@ -278,27 +342,33 @@ class LikelihoodFit(L.LightningModule):
                 weight = chunk["weight"] * scale
                 with torch.set_grad_enabled(backward):
                     link = self.observation.link(self.model, self.chunk_input(chunk, traces))
-                    penalty = torch.as_tensor(self.penalty() if k == 0 else 0.0,
-                                              device=self.device)
+                    penalty = torch.as_tensor(self.penalty() if k == 0 else 0.0, device=self.device)
                 nll = -self.observation.log_likelihood_of_link(targets, link.detach())
                 total += weight * nll + penalty.detach()
                 if backward:
-                    self.manual_backward(surrogate(self.observation, targets, link) * weight
-                                         + penalty)
+                    self.manual_backward(
+                        surrogate(self.observation, targets, link) * weight + penalty
+                    )
             objective = strategy.reduce(total, reduce_op="mean")
             if not torch.isfinite(objective):
                 raise InputError(
-                    f"{self.owner}.model", f"the negative log-likelihood became "
-                    f"{objective.item()} at step {self.global_step}", "finite rates: other "
-                    "starting parameters, a larger observation floor or a lower lr")
+                    f"{self.owner}.model",
+                    f"the negative log-likelihood became "
+                    f"{objective.item()} at step {self.global_step}",
+                    "finite rates: other "
+                    "starting parameters, a larger observation floor or a lower lr",
+                )
             return objective
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             return evaluate(backward=True)
 
-        system = (self.newton_system(batch, prepared, scale, lambda: evaluate(backward=False))
-                  if self.solver.needs_blocks else None)
+        system = (
+            self.newton_system(batch, prepared, scale, lambda: evaluate(backward=False))
+            if self.solver.needs_blocks
+            else None
+        )
         objective, self.converged = self.solver.step(optimizer, closure, system)
         self.log("train/objective", objective, prog_bar=True, batch_size=1)
         for name in self.fitted:
@@ -306,9 +376,13 @@ class LikelihoodFit(L.LightningModule):
         if self.converged:
             self.trainer.should_stop = True
 
-    def newton_system(self, batch: list[Chunk], prepared: Callable[[int], Prepared],
-                      scale: torch.Tensor, objective: Callable[[], torch.Tensor]
-                      ) -> NewtonSystem:
+    def newton_system(
+        self,
+        batch: list[Chunk],
+        prepared: Callable[[int], Prepared],
+        scale: torch.Tensor,
+        objective: Callable[[], torch.Tensor],
+    ) -> NewtonSystem:
         """The ``objective`` of :meth:`training_step` in per-neuron blocks
         (:func:`~spikefit.tasks.likelihood.newton.newton_system`)."""
         return newton.newton_system(self, batch, prepared, scale, objective)
@@ -317,15 +391,18 @@ class LikelihoodFit(L.LightningModule):
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling
         weights, e.g. the self-coupling)."""
         n, n_basis = self.n_neurons, self.n_basis
-        width = (n_basis * n if self.fits_coupling else 0) + (
-            self.refractory_scale is not None) + len(self.fitted)
-        return newton.block_mask(self.edge_index if self.fits_coupling else None, n, n_basis,
-                                 width, self.device)
+        width = (
+            (n_basis * n if self.fits_coupling else 0)
+            + (self.refractory_scale is not None)
+            + len(self.fitted)
+        )
+        return newton.block_mask(
+            self.edge_index if self.fits_coupling else None, n, n_basis, width, self.device
+        )
 
     # ------------------------------------------------------------------ evaluation
     @override
-    def validation_step(self, batch: list[Chunk], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: list[Chunk], batch_idx: int, dataloader_idx: int = 0) -> None:
         sums = self.sums[dataloader_idx]
         for chunk in batch:
             spikes = targets_of(chunk)
@@ -405,8 +482,11 @@ class LikelihoodFit(L.LightningModule):
             "log_likelihood_per_bin": self.results.get("log_likelihood_per_bin", {}),
             "bits_per_spike": self.results.get("bits_per_spike", {}),
             "parameters": fitted,
-            **{key: value for key, value in self.results.items()
-               if key not in ("log_likelihood_per_bin", "bits_per_spike")},
+            **{
+                key: value
+                for key, value in self.results.items()
+                if key not in ("log_likelihood_per_bin", "bits_per_spike")
+            },
             "converged": self.converged,
             "steps": self.global_step,
             "wall_time_s": time.perf_counter() - self.started,
@@ -416,15 +496,19 @@ class LikelihoodFit(L.LightningModule):
     def describe(summary: dict) -> str:
         """A short human summary of :meth:`summary`."""
         ll, bits = summary["log_likelihood_per_bin"], summary["bits_per_spike"]
-        lines = [f"\nspikefit likelihood fit of {summary['model']} ({summary['observation']}, "
-                 f"{summary['solver']}, coupling {summary['coupling']}) on "
-                 f"{summary['n_neurons']} neurons: "
-                 f"{'converged' if summary['converged'] else 'stopped'} after "
-                 f"{summary['wall_time_s']:.1f} s"]
+        lines = [
+            f"\nspikefit likelihood fit of {summary['model']} ({summary['observation']}, "
+            f"{summary['solver']}, coupling {summary['coupling']}) on "
+            f"{summary['n_neurons']} neurons: "
+            f"{'converged' if summary['converged'] else 'stopped'} after "
+            f"{summary['wall_time_s']:.1f} s"
+        ]
         for split in SPLITS:
             if split in ll:
-                lines.append(f"  {split}: log-likelihood {ll[split]:.6f} nats/neuron/bin, "
-                             f"{bits[split]:.4f} bits/spike over the homogeneous baseline")
+                lines.append(
+                    f"  {split}: log-likelihood {ll[split]:.6f} nats/neuron/bin, "
+                    f"{bits[split]:.4f} bits/spike over the homogeneous baseline"
+                )
         for name, value in summary["parameters"].items():
             values = np.atleast_1d(np.asarray(value))
             spread = f" ± {values.std():.4g} over {values.size}" if values.size > 1 else ""
@@ -439,5 +523,6 @@ class LikelihoodFit(L.LightningModule):
         weights and the ROC curve of |W| for edge detection."""
         if self.true_W0 is None or not self.fits_coupling:
             return {}
-        return {"coupling": coupling_figure(*self._compared_weights(), self.n_neurons,
-                                            self.results)}
+        return {
+            "coupling": coupling_figure(*self._compared_weights(), self.n_neurons, self.results)
+        }

@@ -26,23 +26,13 @@ from torch_geometric.data import Data
 
 from spikefit.models import BernoulliGLM
 from spikefit.models.bases import RaisedCosineLog
+from spikefit.models.bernoulli_glm import SEED_INTRODUCTION
 from spikefit.models.engine import steppers
 
 N_NEURONS, WINDOW, N_BASIS = 100, 100, 8
 #: Scale of the K = 8 weights, chosen so that both networks fire at similar rates.
 BASIS_SCALE = 0.1
-SEED = dict(
-    alpha=0.2,
-    beta=0.5,
-    abs_ref_scale=3,
-    rel_ref_scale=7,
-    abs_ref_strength=-100,
-    rel_ref_strength=-30,
-    coupling_window=WINDOW,
-    theta=5,
-    r=1,
-    dt=1,
-)
+SEED = {**SEED_INTRODUCTION, "coupling_window": WINDOW}
 
 
 class BasisGLM(BernoulliGLM):

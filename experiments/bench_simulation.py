@@ -39,24 +39,13 @@ from torch_geometric.loader import DataLoader
 
 from spikefit.datasets import NormalGenerator
 from spikefit.models import BernoulliGLM
+from spikefit.models.bernoulli_glm import SEED_INTRODUCTION as PARAMS
 
 try:
     from spikeometric.models import BernoulliGLM as ReferenceGLM
 except ImportError:
     sys.exit("spikeometric is not installed: pip install --no-deps spikeometric==1.0.3")
 
-PARAMS: dict[str, float] = dict(
-    alpha=0.2,
-    beta=0.5,
-    abs_ref_scale=3,
-    rel_ref_scale=7,
-    abs_ref_strength=-100,
-    rel_ref_strength=-30,
-    coupling_window=5,
-    theta=5,
-    r=1,
-    dt=1,
-)
 EQUILIBRATION = 100
 GOAL_SINGLE, GOAL_TRIALS = 30.0, 150.0
 

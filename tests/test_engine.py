@@ -6,22 +6,10 @@ from torch_geometric.loader import DataLoader
 
 from spikefit.datasets import NormalGenerator
 from spikefit.models import BernoulliGLM, native
+from spikefit.models.bernoulli_glm import SEED_INTRODUCTION as SEED_GLM
 from spikefit.models.engine import steppers
 from spikefit.models.engine.history import InputHistory
 from spikefit.stimulus import RegularStimulus
-
-SEED_GLM = dict(
-    alpha=0.2,
-    beta=0.5,
-    abs_ref_scale=3,
-    rel_ref_scale=7,
-    abs_ref_strength=-100,
-    rel_ref_strength=-30,
-    coupling_window=5,
-    theta=5,
-    r=1,
-    dt=1,
-)
 
 needs_compiled_loop = pytest.mark.skipif(
     native.logistic_kernel() is None, reason="the compiled loop cannot be built here"

@@ -17,20 +17,9 @@ from spikefit.models import (
     RunawayActivityError,
     ThresholdSAM,
 )
+from spikefit.models.bernoulli_glm import SEED_INTRODUCTION as SEED_GLM
 from spikefit.stimulus import RegularStimulus
 
-SEED_GLM = dict(
-    alpha=0.2,
-    beta=0.5,
-    abs_ref_scale=3,
-    rel_ref_scale=7,
-    abs_ref_strength=-100,
-    rel_ref_strength=-30,
-    coupling_window=5,
-    theta=5,
-    r=1,
-    dt=1,
-)
 PAPER = {
     PoissonGLM: dict(alpha=15.9, beta=10, dt=0.1, T=200, tau=10, r=0.025, b=0.001),
     RectifiedLNP: dict(lambda_0=9.8, theta=-0.002, dt=0.1, T=200, tau=10, r=0.025, b=0.001),

@@ -11,6 +11,20 @@ from spikefit.models.base_model import BaseModel, whole_steps
 from spikefit.models.emissions import Bernoulli
 from spikefit.models.links import Logistic
 
+#: The parameters of the seed simulator's introductory example.
+SEED_INTRODUCTION = dict(
+    alpha=0.2,
+    beta=0.5,
+    abs_ref_scale=3,
+    rel_ref_scale=7,
+    abs_ref_strength=-100,
+    rel_ref_strength=-30,
+    coupling_window=5,
+    theta=5,
+    r=1,
+    dt=1,
+)
+
 
 class BernoulliGLM(BaseModel):
     r"""Bernoulli generalised linear model with a logistic link.

@@ -3,20 +3,10 @@
 from jsonargparse import lazy_instance
 
 from spikefit.models import BernoulliGLM
+from spikefit.models.bernoulli_glm import SEED_INTRODUCTION
 
-#: The seed introduction's BernoulliGLM parameters.
-SEED_INTRODUCTION = dict(
-    alpha=0.2,
-    beta=0.5,
-    abs_ref_scale=3,
-    rel_ref_scale=7,
-    abs_ref_strength=-100,
-    rel_ref_strength=-30,
-    coupling_window=5,
-    theta=5,
-    r=1,
-    dt=1,
-)
+__all__ = ["DEFAULT_MODEL", "SEED_INTRODUCTION", "own_model"]
+
 #: The default model of the tasks and the CLI: the seed introduction's BernoulliGLM.
 DEFAULT_MODEL = lazy_instance(BernoulliGLM, **SEED_INTRODUCTION)
 

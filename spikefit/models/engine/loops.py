@@ -12,7 +12,7 @@ a caller can keep a dense raster or spike times, or stream them to disk.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch_geometric.data import Data
@@ -72,6 +72,33 @@ def check_activity(model, spikes: SpikeBlock, latest: torch.Tensor, start: int) 
         )
 
 
+#: Runs the block of ``length`` steps from ``start``: its spikes, and what must stay finite.
+BlockRun = Callable[[int, int], tuple[SpikeBlock, torch.Tensor]]
+
+
+def blocks(
+    model,
+    equilibration_steps: int,
+    n_steps: int,
+    block: int,
+    verbose: bool,
+    run: BlockRun,
+    after: Callable[[int], None] | None = None,
+) -> Iterator[SpikeBlock]:
+    """The recorded blocks of a fast run: every block (equilibration first) runs, its
+    activity is checked, ``after`` gets its length, and the progress bar advances."""
+    bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
+    for start, length in segments(equilibration_steps, n_steps, block):
+        spikes, latest = run(start, length)
+        check_activity(model, spikes, latest, start)
+        if after is not None:
+            after(length)
+        bar.update(length)
+        if start >= 0:
+            yield spikes
+    bar.close()
+
+
 def history_blocks(
     model,
     data: Data,
@@ -90,17 +117,16 @@ def history_blocks(
     initial = torch.randint(0, 2, (n_trials * n,), generator=generator, device=device)
     history.deliver(-1, initial.nonzero().squeeze(1), None)
     stepper = choose_stepper(model, history, generator)
-    bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
-    for start, length in segments(equilibration_steps, n_steps, block):
+
+    def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
         times = torch.arange(start, start + length, device=device)
         history.add_drive(drive(model, times, (length, n_trials, n)), length)
-        spikes = stepper.block(length)
-        check_activity(model, spikes, stepper.latest(length), start)
+        return stepper.block(length), stepper.latest(length)
+
+    def after(length: int) -> None:
         history.advance(length, zero_read=not stepper.zeroes_read_rows)
-        bar.update(length)
-        if start >= 0:
-            yield spikes
-    bar.close()
+
+    yield from blocks(model, equilibration_steps, n_steps, block, verbose, run, after)
 
 
 def activation_blocks(
@@ -120,8 +146,9 @@ def activation_blocks(
     r = model.recurrence()
     block = block_length(n_trials * n, max(equilibration_steps, n_steps))
     activation = torch.rand(n_trials, n, generator=generator, device=device)
-    bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
-    for start, length in segments(equilibration_steps, n_steps, block):
+
+    def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
+        nonlocal activation
         times = torch.arange(start, start + length, device=device)
         inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
         raster = torch.empty(length, n_trials, n, device=device)
@@ -132,12 +159,9 @@ def activation_blocks(
             g = r * synaptic + inputs[step]
             raster[step] = model.emit_spikes(model.non_linearity(g))
             activation = model.update_activation(raster[step], activation)
-        spikes = SpikeBlock.from_raster(raster)
-        check_activity(model, spikes, activation, start)
-        bar.update(length)
-        if start >= 0:
-            yield spikes
-    bar.close()
+        return SpikeBlock.from_raster(raster), activation
+
+    yield from blocks(model, equilibration_steps, n_steps, block, verbose, run)
 
 
 def reference_history_blocks(

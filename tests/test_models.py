@@ -168,11 +168,11 @@ def test_threshold_sam_noise_is_sparse_gaussian():
 
 
 # ---------------------------------------------------------------- fast engine vs reference
-class ForcedBernoulli(BernoulliGLM):
-    """Replays a given raster and records the inputs the engine computes."""
+class Replay:
+    """Mixed into a model: replays ``self.raster`` and records the inputs the engine
+    computes in ``self.inputs``."""
 
-    def __init__(self, raster: torch.Tensor) -> None:
-        super().__init__(**{**SEED_GLM, "r": 0.7, "rel_ref_strength": -20})
+    def replay(self, raster: torch.Tensor) -> None:
         self.raster, self.step, self.inputs = raster, 0, []
 
     def non_linearity(self, input):
@@ -183,6 +183,14 @@ class ForcedBernoulli(BernoulliGLM):
         spikes = self.raster[:, self.step].reshape(rates.shape).float()
         self.step += 1
         return spikes
+
+
+class ForcedBernoulli(Replay, BernoulliGLM):
+    """The seed BernoulliGLM (other r and relative refractoriness) replaying ``raster``."""
+
+    def __init__(self, raster: torch.Tensor) -> None:
+        super().__init__(**{**SEED_GLM, "r": 0.7, "rel_ref_strength": -20})
+        self.replay(raster)
 
 
 @pytest.mark.parametrize("per_neuron_r", [False, True])

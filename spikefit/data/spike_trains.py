@@ -4,6 +4,7 @@ fits."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,7 @@ from spikefit.checks import InputError, in_range, non_negative, positive, whole
 from spikefit.datasets import dense_to_graph
 from spikefit.files import load_tensor
 from spikefit.io import Recording, read_recording
+from spikefit.io.objects import from_object
 from spikefit.io.recording import check_counts
 
 Chunk = dict[str, torch.Tensor | int | float]
@@ -76,7 +78,8 @@ class SpikeTrainDataModule(L.LightningDataModule):
         path: a recording in any format :func:`spikefit.io.read_recording` reads (a phy
             folder, ``.npz`` spike times, ``.nwb``, a ``.npy``/``.pt`` [N, T] raster).
         dt_ms: bin width in ms (the model's step).
-        spikes: instead of ``path``, a [N, T] raster of counts or a :class:`Recording`.
+        spikes: instead of ``path``, a [N, T] raster of counts, a :class:`Recording`, a
+            pynapple ``TsGroup`` or a spikeinterface sorting.
         unit_ids: keep these units (in this order).
         min_rate_hz: keep units firing at ≥ this rate.
         t_start_s: start of the time range used, in seconds.
@@ -90,6 +93,9 @@ class SpikeTrainDataModule(L.LightningDataModule):
             in one batch (full-batch solvers such as L-BFGS).
         history_bins: history carried by each chunk; None asks the task being fitted
             (its model's memory).
+        clip_counts: the most spikes a bin may hold: bins with more are clipped to it (1
+            for a Bernoulli fit of a recording in which a few bins hold two spikes); the
+            number of clipped bins is reported (``clipped_bins``). None: no clipping.
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class SpikeTrainDataModule(L.LightningDataModule):
         chunk_bins: int = 20_000,
         chunks_per_batch: int | None = None,
         history_bins: int | None = None,
+        clip_counts: int | None = None,
     ) -> None:
         super().__init__()
         owner = self.owner = type(self).__name__
@@ -124,6 +131,9 @@ class SpikeTrainDataModule(L.LightningDataModule):
             whole(f"{owner}.chunks_per_batch", chunks_per_batch, 1)
         if history_bins is not None:
             whole(f"{owner}.history_bins", history_bins, 0)
+        if clip_counts is not None:
+            whole(f"{owner}.clip_counts", clip_counts, 1)
+        self.clipped_bins = 0
         self.save_hyperparameters(ignore=["spikes", "network"])
         self.source = spikes
         self.network_source = network
@@ -143,6 +153,10 @@ class SpikeTrainDataModule(L.LightningDataModule):
             recording = read_recording(hp.path, hp.dt_ms, **selection)
         elif isinstance(self.source, Recording):
             recording = self.source
+        elif not isinstance(self.source, torch.Tensor) and (
+            converted := from_object(self.source, hp.dt_ms)
+        ):
+            recording = converted
         else:
             raster = torch.as_tensor(self.source)
             check_counts(raster.numpy(), "data.spikes")
@@ -153,6 +167,10 @@ class SpikeTrainDataModule(L.LightningDataModule):
                 f"{hp.dt_ms:g} ms differs from the recording's bins of {recording.dt:g} ms",
                 "the recording's bin",
             )
+        if hp.clip_counts is not None:
+            over = recording.spikes > hp.clip_counts
+            self.clipped_bins = int(over.sum())
+            recording = replace(recording, spikes=recording.spikes.clamp(max=hp.clip_counts))
         self.recording = recording
         self.network = self._load_network(self.network_source, f"{self.owner}.network")
         if self.network is not None and self.network.num_nodes != self.n_neurons:

@@ -67,6 +67,8 @@ class BaseModel(MessagePassing):
     #: Methods that declare the separable kernels, and the input stage they describe.
     KERNEL_DECLARATIONS = (
         "coupling_basis",
+        "self_basis",
+        "self_kernel_weights",
         "coupling_kernel",
         "edge_weights",
         "self_kernel",
@@ -321,13 +323,39 @@ class BaseModel(MessagePassing):
             return self.causal_filter(spikes, basis[0])
         return self.basis_filter(spikes, basis)
 
+    def self_basis(self) -> torch.Tensor | None:
+        """The basis [A, T] of a self kernel that is a weighted sum of it with the weights
+        :meth:`self_kernel_weights` (None: the self kernel is not on a basis)."""
+        return None
+
+    def self_kernel_weights(self) -> torch.Tensor | None:
+        """The weights [A] (shared) or [N, A] (per neuron) of the self kernel on its basis."""
+        return None
+
     def spike_traces(self, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The history terms of the input: the presynaptic traces [K, B·N, S] and the spikes
-        filtered by the self kernel [K, N, S] (None without one)."""
+        """The history terms of the input that the spikes alone fix: the presynaptic traces
+        [K, B·N, S] and the own spikes filtered by the self kernel [K, N, S], or by each
+        function of the self kernel's basis [K, A·N, S] (row a·N + i), so that fitted weights
+        of the self kernel need no new filtering; None without a self kernel."""
         spikes = spikes.float()
-        ref = self.self_kernel()
-        own = None if ref is None else self.causal_filter(spikes, ref)
+        basis = self.self_basis()
+        if basis is not None:
+            own = self.basis_filter(spikes, basis)
+        else:
+            ref = self.self_kernel()
+            own = None if ref is None else self.causal_filter(spikes, ref)
         return self.presynaptic_trace(spikes), own
+
+    def own_input(self, own: torch.Tensor) -> torch.Tensor:
+        r"""The self kernel's input [K, N, S] from :meth:`spike_traces`' own term: itself, or
+        on a basis :math:`\sum_a v_{ia}\,(X_i * A_a)`."""
+        weights = self.self_kernel_weights()
+        if self.self_basis() is None or weights is None:
+            return own
+        n_trials, rows, steps = own.shape
+        by_basis = own.view(n_trials, weights.shape[-1], rows // weights.shape[-1], steps)
+        weights = weights.expand(by_basis.shape[2], -1) if weights.dim() == 1 else weights
+        return torch.einsum("kans,na->kns", by_basis, weights)
 
     def input_from_spikes(
         self,
@@ -371,6 +399,7 @@ class BaseModel(MessagePassing):
                 )
             return self.input_by_steps(data, spikes, start)
         trace, own = self.spike_traces(spikes) if traces is None else traces
+        own = None if own is None else self.own_input(own)
         if coupling is None:  # one sparse product per trial: no transposed copy of the traces
             sums = postsynaptic_sums(data.edge_index, self.basis_weights(data.W0.float()), n)
             synaptic = torch.stack([sums @ part for part in trace])

@@ -156,7 +156,8 @@ class Bernoulli(Emission):
                 field,
                 f"the recording holds up to {most:g} spikes in one bin, "
                 "more than a Bernoulli observation allows",
-                "at most 1 spike per bin: bin at a finer dt_ms or fit a Poisson model",
+                "at most 1 spike per bin: clip_counts 1 (clips those bins and says how many), "
+                "a finer dt_ms, or a Poisson model",
             )
 
 

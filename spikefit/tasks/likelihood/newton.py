@@ -12,7 +12,7 @@ from spikefit.checks import InputError
 from spikefit.data.spike_trains import Chunk
 from spikefit.models.coupling import to_csr
 from spikefit.tasks.likelihood.objective import Prepared, link_derivatives
-from spikefit.tasks.likelihood.parameters import coupling_columns
+from spikefit.tasks.likelihood.parameters import coupling_columns, design_columns
 from spikefit.tasks.regularizers import Regularizer
 from spikefit.tasks.solvers import NewtonSystem
 
@@ -29,19 +29,18 @@ def newton_system(
 ) -> NewtonSystem:
     """The ``objective`` of ``fit``'s training step (the chunks' negative log-likelihood,
     weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
-    its incoming coupling weights, its refractory scale and its offsets, in that order
+    its incoming coupling weights, then the columns of its local terms in order
     (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets."""
     strategy = fit.trainer.strategy
     designs: dict[int, LinearDesign] = {}
 
     def design(k: int) -> LinearDesign:
         if k not in designs:
-            bins = batch[k]["bins"]
-            presynaptic, own = (None if t is None else t[0, :, -bins:].t() for t in prepared(k)[0])
+            chunk, (traces, _) = batch[k], prepared(k)
+            presynaptic = traces[0][0, :, -chunk["bins"] :].t() if fit.fits_coupling else None
             designs[k] = LinearDesign(
-                presynaptic if fit.fits_coupling else None,
-                own if fit.refractory_scale is not None else None,
-                fit.offset_signs,
+                presynaptic,
+                local_columns(fit, chunk, traces),
                 fit.model.recurrence().detach(),
                 fit.solver.max_pairs,
             )
@@ -89,14 +88,36 @@ def newton_system(
             post, columns = pair_entries(fit)
             by_parameter[fit.coupling_weights] = step[post, columns]
             first = fit.n_basis * fit.n_neurons
-        if fit.refractory_scale is not None:
-            by_parameter[fit.refractory_scale] = step[:, first]
-            first += 1
-        for k, name in enumerate(fit.fitted):
-            by_parameter[fit.model.get_parameter(name)] = step[:, first + k]
+        for term in fit.local_terms:
+            by_parameter[term.parameter] = step[:, first : first + term.width].view_as(
+                term.parameter
+            )
+            first += term.width
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
 
     return NewtonSystem(blocks, objective, to_parameters)
+
+
+def local_columns(fit: LikelihoodFit, chunk: Chunk, traces: tuple | None) -> torch.Tensor | None:
+    """The design columns [S, N, A] of the fit's local terms on ``chunk``: autograd's for the
+    terms of the input, ±1 for the offsets (None without local terms)."""
+    terms = fit.local_terms
+    if not terms:
+        return None
+    inputs = [term.parameter for term in terms if term.sign is None]
+    computed = iter(
+        design_columns(lambda c: fit.chunk_input(c, traces), chunk, inputs).unbind(-1)
+        if inputs
+        else ()
+    )
+    shape = (chunk["bins"], fit.n_neurons)
+    columns = []
+    for term in terms:
+        if term.sign is None:
+            columns.extend(next(computed) for _ in range(term.width))
+        else:
+            columns.append(torch.full(shape, term.sign, device=fit.device))
+    return torch.stack(columns, dim=-1)
 
 
 def pair_entries(fit: LikelihoodFit) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,21 +158,22 @@ class LinearDesign:
     r"""How the per-neuron block of fitted parameters moves each neuron's input over one time
     chunk of S bins.
 
-    Neuron i's block is :math:`\beta_i = (W_{0i}, \dots, W_{M-1,i}, s_i, o_{i1}, \dots)`:
+    Neuron i's block is :math:`\beta_i = (W_{0i}, \dots, W_{M-1,i}, \ell_{i1}, \dots)`:
     its incoming coupling weights (one per presynaptic trace: M = B·N on a basis of B
-    coupling kernels), its refractory scale and its offsets (per-neuron parameters that
-    shift the argument of the non-linearity, such as θ or b), and
+    coupling kernels) and the values of its local terms (per-neuron quantities that move its
+    own input linearly: a refractory scale, the weights of a self filter, a bias, or offsets
+    of the non-linearity's argument such as θ), and
 
     .. math::
-        g_{ti} = r_i \sum_j F_{tj} W_{ji} + s_i R_{ti} + \sum_k c_k\, o_{ik}
+        g_{ti} = r_i \sum_j F_{tj} W_{ji} + \sum_a L_{tia}\, \ell_{ia}
                  + \text{(terms not fitted)}
 
-    with F the presynaptic traces, R the refractory-filtered own spikes and
-    :math:`c_k = \pm 1` the sign of offset k. With the elementwise derivatives of the
-    objective :math:`d = \partial f / \partial g` and :math:`w = \partial^2 f / \partial g^2`
-    (f is a sum over bins and neurons), block i's gradient and Hessian are
-    :math:`\sum_t d_{ti} x_{ti}` and :math:`\sum_t w_{ti} x_{ti} x_{ti}^\top` with
-    :math:`x_{ti} = (r_i F_t, R_{ti}, c)`.
+    with F the presynaptic traces and L the local design columns (e.g. the refractory-filtered
+    own spikes, 1 for a bias, -1 for θ). With the elementwise derivatives of the objective
+    :math:`d = \partial f / \partial g` and :math:`w = \partial^2 f / \partial g^2` (f is a
+    sum over bins and neurons), block i's gradient and Hessian are :math:`\sum_t d_{ti}
+    x_{ti}` and :math:`\sum_t w_{ti} x_{ti} x_{ti}^\top` with :math:`x_{ti} = (r_i F_t,
+    L_{ti})`.
 
     The coupling part :math:`\sum_t w_{ti} F_{tj} F_{tk}` uses the sparsity of the traces:
     the products :math:`F_{tj} F_{tk}` of every bin are stored once as a sparse [M², S]
@@ -159,8 +181,7 @@ class LinearDesign:
 
     Args:
         presynaptic: F [S, M], or None when the coupling is not fitted.
-        own: R [S, N], or None when the refractory scale is not fitted.
-        signs: :math:`c_k` of the fitted offsets.
+        local: L [S, N, A], or None without local terms.
         recurrence: :math:`r_i` [N] (or a scalar), the scale of the coupling input.
         max_pairs: largest number of stored products F_tj·F_tk (memory bound).
     """
@@ -168,17 +189,15 @@ class LinearDesign:
     def __init__(
         self,
         presynaptic: torch.Tensor | None,
-        own: torch.Tensor | None,
-        signs: list[float],
+        local: torch.Tensor | None,
         recurrence: torch.Tensor,
         max_pairs: int,
     ) -> None:
-        self.own = own
-        self.signs = signs
+        self.local = local
         self.coupled = presynaptic is not None
+        self.n_traces = presynaptic.shape[1] if presynaptic is not None else 0
         if presynaptic is None:
             return
-        self.n_traces = presynaptic.shape[1]
         self.recurrence = recurrence
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
         self.pairs = pair_products(presynaptic, max_pairs)
@@ -186,44 +205,30 @@ class LinearDesign:
     @property
     def width(self) -> int:
         """Block size P per neuron."""
-        return (self.n_traces if self.coupled else 0) + (self.own is not None) + len(self.signs)
+        return self.n_traces + (0 if self.local is None else self.local.shape[2])
 
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
-        n, width = d.shape[1], self.width
-        signs = torch.tensor(self.signs, dtype=d.dtype, device=d.device)
+        n, m, width = d.shape[1], self.n_traces, self.width
         gradient = d.new_zeros(n, width)
         hessian = d.new_zeros(n, width, width)
-        # the per-neuron columns: R (if fitted), then the offsets c_k
-        sum_d, sum_w = d.sum(0), w.sum(0)
-        local_gradient = [sum_d * sign for sign in signs]
-        local_hessian = torch.outer(signs, signs).unsqueeze(-1) * sum_w  # [A, A, N]
-        if self.own is not None:
-            w_own = w * self.own
-            sum_w_own = w_own.sum(0)
-            local_gradient.insert(0, (d * self.own).sum(0))
-            by_offset = signs.unsqueeze(-1) * sum_w_own  # [offsets, N]
-            top = torch.cat([(w_own * self.own).sum(0).unsqueeze(0), by_offset]).unsqueeze(0)
-            local_hessian = torch.cat(
-                [top, torch.cat([by_offset.unsqueeze(1), local_hessian], dim=1)]
-            )
-        first = width - len(local_gradient)
-        if local_gradient:
-            gradient[:, first:] = torch.stack(local_gradient, dim=1)
-            hessian[:, first:, first:] = local_hessian.permute(2, 0, 1)
-        if self.coupled:
-            r, by_neuron, m = self.recurrence.expand(n), self.presynaptic_by_neuron, self.n_traces
-            gradient[:, :m] = (by_neuron @ d).t() * r.unsqueeze(1)
-            coupling = (self.pairs @ w).view(m, m, n).permute(2, 0, 1)  # [i, j, k]
-            hessian[:, :m, :m] = coupling * r.square().view(n, 1, 1)
-            # Σ_t F_tj w_ti x_ti for the per-neuron columns x: [i, column, j]
-            columns = [(by_neuron @ w_own).t().unsqueeze(1)] if self.own is not None else []
-            if self.signs:
-                columns.append((by_neuron @ w).t().unsqueeze(1) * signs.view(1, -1, 1))
-            if columns:
-                cross = torch.cat(columns, dim=1) * r.view(n, 1, 1)
-                hessian[:, m:, :m] = cross
-                hessian[:, :m, m:] = cross.transpose(1, 2)
+        local = self.local
+        if local is not None:  # [S, N, A] → per neuron: L_iᵀ d_i and L_iᵀ diag(w_i) L_i
+            by_neuron = local.permute(1, 2, 0)  # [N, A, S]
+            gradient[:, m:] = (by_neuron @ d.t().unsqueeze(-1)).squeeze(-1)
+            hessian[:, m:, m:] = (by_neuron * w.t().unsqueeze(1)) @ local.permute(1, 0, 2)
+        if not self.coupled:
+            return gradient, hessian
+        r, by_trace = self.recurrence.expand(n), self.presynaptic_by_neuron
+        gradient[:, :m] = (by_trace @ d).t() * r.unsqueeze(1)
+        coupling = (self.pairs @ w).view(m, m, n).permute(2, 0, 1)  # [i, j, k]
+        hessian[:, :m, :m] = coupling * r.square().view(n, 1, 1)
+        if local is not None:  # Σ_t F_tj w_ti L_tia: [i, a, j]
+            cross = torch.stack(
+                [(by_trace @ (w * column)).t() for column in local.unbind(-1)], dim=1
+            ) * r.view(n, 1, 1)
+            hessian[:, m:, :m] = cross
+            hessian[:, :m, m:] = cross.transpose(1, 2)
         return gradient, hessian
 
 

@@ -4,6 +4,7 @@ on each neuron alone."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch_geometric.data import Data
@@ -99,28 +100,130 @@ def probe(
         )
 
 
-def offset_signs(
+@dataclass
+class LocalTerm:
+    """A per-neuron fitted quantity that moves its own neuron alone, linearly: through the
+    input g (``sign`` None: its design columns come from autograd) or as an offset of the
+    non-linearity's argument with ``sign`` ±1 (θ: -1).
+
+    Attributes:
+        name: the fitted name (``refractory_scale`` or a model parameter).
+        parameter: its values, [N] or [N, A].
+        sign: ±1 for an offset, None for a term of the input.
+    """
+
+    name: str
+    parameter: torch.Tensor
+    sign: float | None
+
+    @property
+    def width(self) -> int:
+        """Columns A of the term in every neuron's block."""
+        return 1 if self.parameter.dim() == 1 else self.parameter.shape[1]
+
+
+def local_terms(
     model: BaseModel,
     chunk_input: ChunkInput,
     n: int,
-    fitted: list[str],
+    terms: list[tuple[str, torch.Tensor]],
     per_neuron: list[str],
     solver: str,
     owner: str,
-) -> list[float]:
-    """The sign of every ``fitted`` parameter as an offset of the input (:func:`offset_sign`);
-    raises an InputError (``<owner>.fit``) unless all are per neuron, as the per-neuron
-    blocks of ``solver`` need."""
-    shared = [p for p in fitted if p not in per_neuron]
+) -> list[LocalTerm]:
+    """The per-neuron blocks' terms of Newton's method: every fitted ``(name, parameter)``
+    either enters the input linearly and locally (:func:`check_linear`) or shifts the
+    non-linearity's argument (:func:`offset_sign`). Raises an InputError (``<owner>.fit``)
+    for a shared parameter, or naming ``<owner>.per_neuron`` for one that is neither."""
+    shared = [name for name, _ in terms if name not in per_neuron and name != "refractory_scale"]
     if shared:
         raise InputError(
             f"{owner}.fit",
             f"solver {solver} fits per-neuron blocks, and {shared} would be shared by all neurons",
             "them in per_neuron, or solver LBFGS",
         )
-    return [
-        offset_sign(model, chunk_input, n, name, solver, f"{owner}.per_neuron") for name in fitted
-    ]
+    field, local = f"{owner}.per_neuron", []
+    probe = random_chunk(n, model.memory_steps + 40)
+    for name, parameter in terms:
+        if chunk_input(probe).requires_grad and input_depends_on(chunk_input, probe, parameter):
+            check_linear(chunk_input, probe, parameter, name, solver, field)
+            local.append(LocalTerm(name, parameter, None))
+        else:
+            local.append(
+                LocalTerm(name, parameter, offset_sign(model, chunk_input, n, name, solver, field))
+            )
+    return local
+
+
+def random_chunk(n: int, bins: int) -> Chunk:
+    """A chunk of ``bins`` random spikes of ``n`` neurons (one in ten bins), for probing."""
+    spikes = (torch.rand(n, bins, generator=torch.Generator().manual_seed(0)) < 0.1).float()
+    return {"spikes": spikes, "start": 0, "bins": bins}
+
+
+def input_depends_on(chunk_input: ChunkInput, chunk: Chunk, parameter: torch.Tensor) -> bool:
+    """Whether the input of ``chunk`` has a nonzero derivative in ``parameter``."""
+    (gradient,) = torch.autograd.grad(
+        chunk_input(chunk).sum(), parameter, allow_unused=True, materialize_grads=True
+    )
+    return bool(gradient.abs().sum() > 0)
+
+
+def check_linear(
+    chunk_input: ChunkInput,
+    chunk: Chunk,
+    parameter: torch.Tensor,
+    name: str,
+    solver: str,
+    field: str,
+) -> None:
+    """Raises an InputError naming ``field`` unless the input is linear in ``parameter``
+    (the same design columns at other values) and every neuron's values move its own input
+    alone."""
+    columns = design_columns(chunk_input, chunk, [parameter])
+    with torch.no_grad():
+        start, neuron_0 = parameter.detach().clone(), chunk_input(chunk)
+        parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+        moved = chunk_input(chunk)
+    linear = torch.allclose(design_columns(chunk_input, chunk, [parameter]), columns, atol=1e-5)
+    with torch.no_grad():
+        parameter.copy_(start)
+        parameter[0] += 1.0
+        others = (chunk_input(chunk) - neuron_0)[:, 1:]
+        parameter.copy_(start)
+    local = bool(others.abs().max() < 1e-5 * (1 + neuron_0.abs().max()))
+    if not (linear and local) or not torch.isfinite(moved).all():
+        raise InputError(
+            field,
+            f"solver {solver} needs terms that move each neuron's input linearly, and '{name}' "
+            f"{'reaches other neurons' if not local else 'is not linear in the input'}",
+            "solver LBFGS for it",
+        )
+
+
+def design_columns(
+    chunk_input: ChunkInput, chunk: Chunk, parameters: list[torch.Tensor]
+) -> torch.Tensor:
+    r""":math:`\partial g_{ti} / \partial p_{ia}` [S, N, A] of the chunk's input for the local
+    ``parameters`` ([N] or [N, A] each, their columns in order), by a backward pass through
+    the input and one more per column (the vector-Jacobian product is linear in its probe)."""
+    with torch.enable_grad():
+        g = chunk_input(chunk)
+        probe = torch.zeros_like(g, requires_grad=True)
+        products = torch.autograd.grad(
+            g, parameters, grad_outputs=probe, create_graph=True, allow_unused=True
+        )
+        columns = []
+        for parameter, product in zip(parameters, products, strict=True):
+            width = 1 if parameter.dim() == 1 else parameter.shape[1]
+            for a in range(width):
+                value = None if product is None else product.view(len(g[0]), width)[:, a]
+                if value is None or not value.requires_grad:
+                    columns.append(torch.zeros_like(g))
+                    continue
+                (column,) = torch.autograd.grad(value.sum(), probe, retain_graph=True)
+                columns.append(column)
+    return torch.stack(columns, dim=-1).detach()
 
 
 def offset_sign(

@@ -158,6 +158,7 @@ class LikelihoodFit(L.LightningModule):
         )
         self.n_neurons = 0
         self.n_basis = 1  # functions of the model's coupling basis (weights per pair)
+        self.local_terms: list[parameters.LocalTerm] = []  # Newton's per-neuron terms
         self.refractory_scale: nn.Parameter | None = None
         self.results: dict = {}
         self.converged = False
@@ -198,6 +199,8 @@ class LikelihoodFit(L.LightningModule):
             return
         data = self.checked_data()
         n = self.n_neurons = data.n_neurons
+        if data.hparams.clip_counts is not None:
+            self.results["clipped_bins"] = data.clipped_bins
         basis = self.model.coupling_basis().detach()  # (before per-neuron parameters)
         self.n_basis = len(basis)
         for name in self.hparams.per_neuron or []:
@@ -262,11 +265,17 @@ class LikelihoodFit(L.LightningModule):
         if self.regularizer is not None:
             self.regularizer.check_solver(self.solver, f"{self.owner}.regularizer")
         if self.solver.needs_blocks:
-            self.offset_signs = parameters.offset_signs(
+            terms = (
+                [("refractory_scale", self.refractory_scale)]
+                if self.refractory_scale is not None
+                else []
+            )
+            terms += [(name, self.model.get_parameter(name)) for name in self.fitted]
+            self.local_terms = parameters.local_terms(
                 self.model,
                 self.chunk_input,
                 n,
-                self.fitted,
+                terms,
                 self.hparams.per_neuron or [],
                 type(self.solver).__name__,
                 self.owner,
@@ -391,10 +400,8 @@ class LikelihoodFit(L.LightningModule):
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling
         weights, e.g. the self-coupling)."""
         n, n_basis = self.n_neurons, self.n_basis
-        width = (
-            (n_basis * n if self.fits_coupling else 0)
-            + (self.refractory_scale is not None)
-            + len(self.fitted)
+        width = (n_basis * n if self.fits_coupling else 0) + sum(
+            term.width for term in self.local_terms
         )
         return newton.block_mask(
             self.edge_index if self.fits_coupling else None, n, n_basis, width, self.device

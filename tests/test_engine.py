@@ -1,18 +1,29 @@
-"""The compiled simulation loop: same spikes as the Python loop, and a clean fallback."""
+"""The compiled simulation loops: the same spikes as the Python loops for every built-in model,
+emission, basis and thread count, and a clean fallback."""
 
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
 from spikefit.datasets import NormalGenerator
-from spikefit.models import BernoulliGLM, native
+from spikefit.models import (
+    BernoulliGLM,
+    PoissonGLM,
+    RectifiedLNP,
+    RectifiedSAM,
+    ThresholdSAM,
+    native,
+)
 from spikefit.models.bernoulli_glm import SEED_INTRODUCTION as SEED_GLM
-from spikefit.models.engine import steppers
+from spikefit.models.emissions import Bernoulli, Poisson
+from spikefit.models.engine import loops, steppers
 from spikefit.models.engine.history import InputHistory
+from spikefit.models.links import Exponential, Logistic
 from spikefit.stimulus import RegularStimulus
+from tests.test_models import PAPER, TwoBasisBernoulli, two_basis_network
 
 needs_compiled_loop = pytest.mark.skipif(
-    native.logistic_kernel() is None, reason="the compiled loop cannot be built here"
+    native.compiled_loops() is None, reason="the compiled loops cannot be built here"
 )
 
 
@@ -24,61 +35,161 @@ def networks(n_networks: int, n_neurons: int):
 def simulate(model, data, python_loop: bool, monkeypatch, **kwargs) -> torch.Tensor:
     with monkeypatch.context() as patch:
         if python_loop:
-            patch.setattr(steppers, "logistic_kernel", lambda: None)
+            patch.setattr(steppers, "compiled_loops", lambda: None)
         return model.simulate(data, verbose=False, **kwargs)
+
+
+def both_loops(model, data, monkeypatch, **kwargs) -> list[torch.Tensor]:
+    """The spikes of the compiled and the Python loop, whose states after every block (the
+    hazard left, the last input or the activation) are checked to be the same floats."""
+    states, check = [], loops.check_activity
+
+    def recording(model, spikes, latest, start):
+        states.append(latest.clone().view(-1))
+        check(model, spikes, latest, start)
+
+    monkeypatch.setattr(loops, "check_activity", recording)
+    runs = [simulate(model, data, python, monkeypatch, **kwargs) for python in (False, True)]
+    half = len(states) // 2
+    assert all(map(torch.equal, states[:half], states[half:]))
+    return runs
+
+
+class PoissonBernoulli(BernoulliGLM):
+    """A declared Bernoulli emission with the exponential link: p = Δt/α e^{βg} (clamped)."""
+
+    emission = Bernoulli(Exponential())
+
+
+class LogisticPoisson(PoissonGLM):
+    """A declared Poisson emission with the logistic link: μ = σ(g - θ)Δt."""
+
+    emission = Poisson(Logistic())
+
+    def __init__(self, **parameters) -> None:
+        super().__init__(**parameters)
+        self._register("theta", 1.0)
+
+
+def paper(model_class, **changes):
+    """The paper's parameters, with a shorter window and more activity for a short run."""
+    parameters = {**PAPER[model_class], **changes}
+    if "T" in parameters:
+        parameters.update(T=20, r=0.002)
+    return model_class(**parameters)
+
+
+BUILT_IN = {
+    "PoissonGLM": lambda: paper(PoissonGLM, b=0.2),
+    "RectifiedLNP": lambda: paper(RectifiedLNP, b=0.02),
+    "RectifiedSAM": lambda: paper(RectifiedSAM, b=0.02),
+    "ThresholdSAM": lambda: paper(ThresholdSAM),
+    "BernoulliGLM dt 0.5": lambda: BernoulliGLM(**{**SEED_GLM, "dt": 0.5}),
+    "Bernoulli, exponential link": lambda: PoissonBernoulli(**{**SEED_GLM, "beta": 0.1}),
+    "Poisson, logistic link": lambda: LogisticPoisson(**{**PAPER[PoissonGLM], "T": 20}),
+}
+
+
+@needs_compiled_loop
+@pytest.mark.parametrize("name", list(BUILT_IN))
+@pytest.mark.parametrize("n_trials", [1, 3])
+def test_every_emission_gives_the_same_spikes_on_both_loops(name, n_trials, monkeypatch):
+    model, data = BUILT_IN[name](), networks(3, 40)
+    field = "theta" if hasattr(model, "theta") else "alpha"  # a link parameter per neuron
+    getattr(model, field).data = getattr(model, field) * torch.linspace(0.9, 1.1, 120)
+    assert steppers.loop_emission(model, 120, rescaled=True) is not None  # compiled
+    runs = both_loops(model, data, monkeypatch, n_steps=600, seed=2, n_trials=n_trials)
+    assert runs[0].sum() > 50
+    assert torch.equal(runs[0], runs[1])
 
 
 @needs_compiled_loop
 @pytest.mark.parametrize(("dt", "n_trials"), [(1.0, 1), (1.0, 3), (0.5, 3)])
-def test_compiled_and_python_loops_give_the_same_spikes(dt, n_trials, monkeypatch):
+def test_bernoulli_glm_gives_the_same_spikes_on_both_loops(dt, n_trials, monkeypatch):
     data = networks(3, 40)
     model = BernoulliGLM(**{**SEED_GLM, "dt": dt})
     model.theta.data = torch.linspace(3.0, 5.0, 120)  # per-neuron threshold
+    model.r.data = torch.linspace(0.5, 1.5, 120)  # per-neuron recurrence
     model.add_stimulus(
         RegularStimulus(
             strength=4.0, period=9, tau=2, stop=400, stimulus_masks=torch.arange(120) % 4 == 0
         )
     )
-    runs = [
-        simulate(model, data, python_loop, monkeypatch, n_steps=400, seed=2, n_trials=n_trials)
-        for python_loop in (False, True)
-    ]
+    runs = both_loops(model, data, monkeypatch, n_steps=400, seed=2, n_trials=n_trials)
     assert runs[0].sum() > 100
     assert torch.equal(runs[0], runs[1])
 
 
 @needs_compiled_loop
-def test_compiled_loop_spikes_do_not_depend_on_the_thread_count():
-    data = networks(20, 100)  # 20 trials x 2000 neurons: the steps are split over threads
-    model = BernoulliGLM(**SEED_GLM)
-    runs = []
-    for threads in (1, 2):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            runs.append(model.simulate(data, 200, seed=4, n_trials=20, verbose=False))
-        finally:
-            torch.set_num_threads(previous)
+def test_a_basis_of_coupling_kernels_gives_the_same_spikes_on_both_loops(monkeypatch):
+    runs = both_loops(
+        TwoBasisBernoulli(**SEED_GLM), two_basis_network(), monkeypatch, n_steps=2000, seed=1
+    )
+    assert 0 < runs[0].float().mean() < 0.1
     assert torch.equal(runs[0], runs[1])
 
 
-def test_subclass_with_its_own_link_runs_its_link():
-    """A subclass that overrides non_linearity alone keeps the Bernoulli emission, with its
-    own link: time rescaling with -log(1 - p) of its p, never the compiled logistic loop."""
+@needs_compiled_loop
+@pytest.mark.parametrize(
+    ("model", "n_trials"),
+    [
+        (BernoulliGLM(**SEED_GLM), 1),
+        (BernoulliGLM(**SEED_GLM), 3),
+        (BernoulliGLM(**{**SEED_GLM, "dt": 0.5}), 20),  # rows that ATen splits over threads
+        (paper(PoissonGLM, b=0.2), 2),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_spikes_do_not_depend_on_the_thread_count(model, n_trials, threads, monkeypatch):
+    """Trials of 1,970 neurons (not a multiple of the vector width) cut into parts by
+    threads, trials shared by parts, pools refilled, rows of 39,400 that ATen evaluates in
+    chunks on threads of its own: the Python loop's spikes."""
+    data = networks(1, 1970)
+    monkeypatch.setattr(steppers, "ROW_PER_THREAD", 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = both_loops(model, data, monkeypatch, n_steps=300, seed=4, n_trials=n_trials)
+    finally:
+        torch.set_num_threads(previous)
+    assert runs[0].sum() > 1000
+    assert torch.equal(runs[0], runs[1])
+
+
+@needs_compiled_loop
+def test_activation_models_on_threads_give_the_same_spikes(monkeypatch):
+    data = networks(2, 700)
+    monkeypatch.setattr(steppers, "ROW_PER_THREAD", 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for model in (paper(ThresholdSAM), paper(RectifiedSAM, b=0.02)):
+            runs = both_loops(model, data, monkeypatch, n_steps=300, seed=3, n_trials=2)
+            assert runs[0].sum() > 100
+            assert torch.equal(runs[0], runs[1])
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_what_the_model_declares_chooses_the_stepper():
+    """Declared emissions the loops know are compiled (a user's model too); a subclass that
+    overrides its link keeps the Bernoulli emission with its own link on the Python loop."""
 
     class Steeper(BernoulliGLM):
         def non_linearity(self, input):
             return torch.sigmoid(2 * (input - self.theta)) * self.dt
 
     data, generator = networks(1, 20), torch.Generator().manual_seed(0)
+    compiled = native.compiled_loops() is not None
     for model, stepper in (
-        (BernoulliGLM(**SEED_GLM), steppers.CompiledStepper),
+        (BernoulliGLM(**SEED_GLM), steppers.CompiledStepper if compiled else None),
+        (PoissonBernoulli(**SEED_GLM), steppers.CompiledStepper if compiled else None),
         (Steeper(**SEED_GLM), steppers.RescaledStepper),
     ):
         history = InputHistory(model, data, 1, 10)
         chosen = steppers.choose_stepper(model, history, generator)
-        if native.logistic_kernel() is not None or stepper is steppers.RescaledStepper:
-            assert type(chosen) is stepper
+        assert stepper is None or type(chosen) is stepper
+    assert steppers.loop_emission(Steeper(**SEED_GLM), 20, rescaled=True) is None
     steeper = Steeper(**SEED_GLM)
     g = torch.linspace(-2.0, 8.0, 11)
     assert torch.allclose(
@@ -92,11 +203,11 @@ def test_fallback_when_the_loop_cannot_be_built(monkeypatch):
 
     monkeypatch.setattr("torch.utils.cpp_extension.load_inline", no_compiler)
     monkeypatch.setattr(native, "import_built", lambda name, folder: None)  # no build yet
-    native.logistic_kernel.cache_clear()
+    native.compiled_loops.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="could not be built"):
-            assert native.logistic_kernel() is None
+            assert native.compiled_loops() is None
         spikes = BernoulliGLM(**SEED_GLM).simulate(networks(2, 20), 300, seed=0, verbose=False)
         assert spikes.shape == (40, 300) and spikes.sum() > 0
     finally:
-        native.logistic_kernel.cache_clear()
+        native.compiled_loops.cache_clear()

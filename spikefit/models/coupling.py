@@ -27,7 +27,9 @@ class SpikePropagator:
         n_trials: number of trials K simulated side by side.
 
     Attributes:
-        targets: [N, D] postsynaptic neurons of every presynaptic neuron's edges.
+        targets: [N, D] postsynaptic neurons of every presynaptic neuron's edges (ascending,
+            then padding).
+        degrees: [N] the number of edges of every presynaptic neuron.
         weights: [N, D] (or [N, D, B]) their weights.
     """
 
@@ -50,6 +52,7 @@ class SpikePropagator:
         )
         self.targets[pre, slot] = post
         self.weights[pre, slot] = weight
+        self.degrees = out_degree
         self.n_trials = n_trials
         self.drive = torch.zeros(
             *weight.shape[1:], n_trials * num_nodes, dtype=weight.dtype, device=device

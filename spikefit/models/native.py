@@ -1,27 +1,31 @@
-r"""Compiled inner loop of the fast engine for time-rescaled logistic (Bernoulli GLM) models.
+r"""The compiled block loops of the fast engine, for every declared emission on the CPU.
 
-The C++ loop runs a whole block of steps without returning to Python, whole trials on each of
-``torch.get_num_threads()`` threads on Linux (trials are independent: each has its own Exp(1)
-stream). It is built from ``logistic_block.cpp`` (beside this module) with
-``torch.utils.cpp_extension.load_inline`` on first use (needs a C++ compiler and ninja; the
-build is kept in torch's extension directory and imported directly afterwards). Where it
-cannot be built, :func:`logistic_kernel` warns once and returns ``None`` and the engine runs
-its Python loop, which takes the same random draws in the same order and gives the same
-spikes.
+``history_block`` runs a block of steps of a spike-history model, ``activation_block`` one of a
+synaptic-activation model, without returning to Python. They are built from the C++ sources
+beside this module (``loop_team.cpp``: the threads; ``loop_emission.cpp``: links and
+emissions; ``simulation_loops.cpp``: the loops) with ``torch.utils.cpp_extension.load_inline``
+on first use (needs a C++ compiler and ninja; the build is kept in torch's extension directory
+and imported directly afterwards). Where they cannot be built, :func:`compiled_loops` warns once
+and returns ``None`` and the engine runs its Python loops, which take the same random draws in
+the same order and give the same spikes.
 
-A step :math:`s` of the block, for every neuron-trial :math:`i` (the input buffer :math:`F`
-already holds the background and the stimulus):
-
-.. math::
-    R_i \mathrel{-}= h(F_i(s) - \theta_i), \qquad X_i(s) = [R_i \le 0],
-
-with the hazard :math:`h(x) = -\log(1 - \sigma(x)\,\Delta t)` (:math:`\mathrm{softplus}(x)`
-for :math:`\Delta t = 1`, evaluated by ATen's vectorised kernels); a neuron that fires draws a
-new Exp(1) threshold :math:`R_i`, then its spikes are delivered to the coming inputs:
+A step :math:`s` of a spike-history block, for every neuron-trial :math:`i` (the input buffer
+:math:`F` already holds the background and the stimulus): the rate :math:`m_i = f(F_i(s))` of
+the emission's link, then the spikes — for Bernoulli emissions by time rescaling,
 
 .. math::
-    F_j(s+1+\tau) \mathrel{+}= r\,c(\tau) \sum_{i \,\mathrm{fired}} (W_0)_{ij}, \qquad
-    F_i(s+1+\tau) \mathrel{+}= \mathrm{ref}_i(\tau).
+    R_i \mathrel{-}= -\log(1 - p_i), \qquad X_i(s) = [R_i \le 0]
+
+(a neuron that fires draws a new Exp(1) threshold :math:`R_i`), Poisson counts drawn by ATen's
+``poisson`` on the whole row, or :math:`X_i = [m_i > \theta_i]` — and their delivery to the
+coming inputs:
+
+.. math::
+    F_j(s+1+\tau) \mathrel{+}= \sum_b c_b(\tau) \sum_{i} X_i(s)\, w_{ijb}, \qquad
+    F_i(s+1+\tau) \mathrel{+}= X_i(s)\,\mathrm{ref}_i(\tau).
+
+A synaptic-activation step: :math:`g = r \sum_j w_{ji} s_j + E`, the spikes of the emission,
+:math:`s \leftarrow s (1 - \Delta t/\tau) + X \Delta t`.
 """
 
 from __future__ import annotations
@@ -33,13 +37,16 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-#: The C++ source of the block loop, kept beside this module.
-SOURCE = (Path(__file__).parent / "logistic_block.cpp").read_text()
+#: The C++ sources of the loops, kept beside this module, in the order they are compiled.
+SOURCES = ("loop_team.cpp", "loop_emission.cpp", "simulation_loops.cpp")
+SOURCE = "\n".join((Path(__file__).parent / name).read_text() for name in SOURCES)
+#: The functions the built module provides.
+FUNCTIONS = ["history_block", "activation_block"]
 
 
 def build_folder(name: str) -> Path:
@@ -49,8 +56,8 @@ def build_folder(name: str) -> Path:
     return Path(root) / "spikefit" / name
 
 
-def import_built(name: str, folder: Path) -> Callable | None:
-    """The loop from an existing build in ``folder`` (milliseconds, where ``load_inline``
+def import_built(name: str, folder: Path) -> ModuleType | None:
+    """The loops from an existing build in ``folder`` (milliseconds, where ``load_inline``
     first imports its builder and runs ninja to check the build, ~0.05 s), or ``None``."""
     path = folder / f"{name}{'.pyd' if sys.platform == 'win32' else '.so'}"
     if not path.is_file():
@@ -61,25 +68,26 @@ def import_built(name: str, folder: Path) -> Callable | None:
         spec.loader.exec_module(module)
     except (ImportError, OSError):  # e.g. a build being written by another process
         return None
-    return module.logistic_block
+    return module
 
 
 @functools.cache
-def logistic_kernel() -> Callable | None:
-    """The compiled block loop (built on the first call), or ``None`` with a one-time warning
-    when it cannot be built here."""
-    flags = ["-O3", "-ffp-contract=off"]  # no fused multiply-adds, like ATen's x86 kernels
-    # with OpenMP (Linux), at::parallel_for runs on ATen's own OpenMP threads; without (other
-    # platforms, or a compiler without OpenMP) the trials run one after the other
-    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    # the name changes with the source, the flags and the versions: a build found under it is
-    # the one load_inline would make, and other versions' builds never get in the way
-    key = "\n".join([SOURCE, torch.__version__, sys.version, *flags, *openmp])
-    name = f"spikefit_logistic_block_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+def compiled_loops() -> ModuleType | None:
+    """The compiled loops (built on the first call), or ``None`` with a one-time warning
+    when they cannot be built here."""
+    # no fused multiply-adds but the explicit ones (as ATen's kernels), in hardware where the
+    # CPU has them (ATen's AVX2 and AVX512 kernels need them too)
+    flags = ["-O3", "-ffp-contract=off"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags.append("-mfma")
+    # the name changes with the sources, the flags and the versions: a build found under it
+    # is the one load_inline would make, and other versions' builds never get in the way
+    key = "\n".join([SOURCE, torch.__version__, sys.version, *flags])
+    name = f"spikefit_loops_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     folder = build_folder(name)
-    kernel = import_built(name, folder)
-    if kernel is not None:
-        return kernel
+    module = import_built(name, folder)
+    if module is not None:
+        return module
     from torch.utils.cpp_extension import load_inline  # slow to import: only to build
 
     print(
@@ -89,23 +97,19 @@ def logistic_kernel() -> Callable | None:
         flush=True,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    for extra in [openmp, []] if openmp else [[]]:
-        try:
-            module = load_inline(
-                name,
-                cpp_sources=[SOURCE],
-                functions=["logistic_block"],
-                extra_cflags=flags + extra,
-                extra_ldflags=extra,
-                build_directory=str(folder),
-            )
-            return module.logistic_block
-        except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
-            failure = error
-    warnings.warn(
-        f"spikefit: the compiled simulation loop could not be built ({failure}); "
-        f"simulating with the slower Python loop",
-        RuntimeWarning,
-        stacklevel=2,
-    )
-    return None
+    try:
+        return load_inline(
+            name,
+            cpp_sources=[SOURCE],
+            functions=FUNCTIONS,
+            extra_cflags=flags,
+            build_directory=str(folder),
+        )
+    except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as failure:
+        warnings.warn(
+            f"spikefit: the compiled simulation loop could not be built ({failure}); "
+            f"simulating with the slower Python loop",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None

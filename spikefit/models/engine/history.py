@@ -68,12 +68,10 @@ class InputHistory:
         """Adds the input that the spikes of the flat indices ``active`` (trial·N + neuron)
         at ``step`` of the block, with ``counts`` (None: one each), give the next T steps."""
         if self.support:
-            drive = self.propagate(active, counts)
+            drive = self.propagate(active, counts).view(self.coupling.shape[1], -1)  # [B, K·N]
             coming = self.future[step + 1 : step + 1 + self.support]
-            if drive.dim() == 1:
-                coming.addcmul_(self.coupling, drive)
-            else:
-                coming.addmm_(self.coupling, drive)
+            for basis, part in enumerate(drive):  # one multiply-add per function, in order
+                coming.addcmul_(self.coupling[:, basis : basis + 1], part)
         if self.own is not None:
             if self.ref.shape[1] > 1:
                 source = self.ref.index_select(1, active)

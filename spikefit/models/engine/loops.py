@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from spikefit.checks import InputError
 from spikefit.models.engine.history import InputHistory
 from spikefit.models.engine.results import SpikeBlock
-from spikefit.models.engine.steppers import choose_stepper
+from spikefit.models.engine.steppers import choose_activation_stepper, choose_stepper
 
 #: Largest number of (step, trial, neuron) values in one block buffer.
 BLOCK_ELEMENTS = 1 << 22
@@ -139,27 +139,17 @@ def activation_blocks(
     verbose: bool,
 ) -> Iterator[SpikeBlock]:
     r"""Engine for synaptic-activation models: :math:`g = r W_0^\top s + b + E`, then s
-    is updated by the model's :meth:`update_activation`."""
+    is updated by the model's :meth:`update_activation`; every trial starts from a uniform
+    random activation, and a stepper chosen once runs the blocks."""
     n, device = data.num_nodes, data.W0.device
-    pre, post = data.edge_index
-    weight = data.W0.float()
-    r = model.recurrence()
     block = block_length(n_trials * n, max(equilibration_steps, n_steps))
     activation = torch.rand(n_trials, n, generator=generator, device=device)
+    stepper = choose_activation_stepper(model, data, activation, generator)
 
     def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
-        nonlocal activation
         times = torch.arange(start, start + length, device=device)
         inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
-        raster = torch.empty(length, n_trials, n, device=device)
-        for step in range(length):
-            synaptic = torch.zeros(n_trials, n, device=device).index_add_(
-                1, post, activation[:, pre] * weight
-            )  # O(E) gather, robust on every device
-            g = r * synaptic + inputs[step]
-            raster[step] = model.emit_spikes(model.non_linearity(g))
-            activation = model.update_activation(raster[step], activation)
-        return SpikeBlock.from_raster(raster), activation
+        return stepper.block(inputs), activation
 
     yield from blocks(model, equilibration_steps, n_steps, block, verbose, run)
 

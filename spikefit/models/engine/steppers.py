@@ -1,25 +1,102 @@
-r"""Steppers: how a block of steps turns the buffered inputs into spikes, chosen once per run.
+r"""Steppers: how a block of steps turns the inputs into spikes, chosen once per run.
+
+Spike-history models (the buffer of coming inputs,
+:class:`~spikefit.models.engine.history.InputHistory`):
 
 - :class:`CountStepper`: any emission, one step at a time in Python, through the model's own
   ``non_linearity`` and ``emit_spikes``.
 - :class:`RescaledStepper`: a declared Bernoulli emission, sampled by time rescaling: a
   neuron fires when the hazard it accumulated since its last spike passes an Exp(1) draw
   (exactly Bernoulli(p) per step, one random number per spike instead of per neuron-step).
-- :class:`CompiledStepper`: the same for the logistic link on the CPU, the whole block in the
-  compiled loop of :mod:`spikefit.models.native` (the same draws in the same order).
+- :class:`CompiledStepper`: a declared emission the compiled loops know (its type in
+  :data:`COMPILED_DRAWS`, its link's in :data:`COMPILED_LINKS`), on the CPU: the whole block
+  in :mod:`spikefit.models.native`'s ``history_block``, Bernoulli emissions by time rescaling
+  (the same draws in the same order as the two above).
+
+Synaptic-activation models: :class:`ActivationStepper` (Python, the model's own stages) and
+:class:`CompiledActivationStepper` (``activation_block``, same draws).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
+from torch_geometric.data import Data
 
-from spikefit.models.emissions import Bernoulli
+from spikefit.models.emissions import Bernoulli, Poisson, Threshold
 from spikefit.models.engine.history import InputHistory
 from spikefit.models.engine.results import SpikeBlock
-from spikefit.models.links import Logistic
-from spikefit.models.native import logistic_kernel
+from spikefit.models.links import Exponential, Identity, Logistic, Rectified
+from spikefit.models.native import compiled_loops
+
+#: The links the compiled loops evaluate, by exact type (a subclass may change the formula):
+#: the loops' code for it and the model parameters it reads, in the loops' order.
+COMPILED_LINKS = {
+    Logistic: (0, ("theta", "dt")),
+    Exponential: (1, ("alpha", "beta", "dt")),
+    Rectified: (2, ("lambda_0", "theta", "dt")),
+    Identity: (3, ()),
+}
+#: How the compiled loops draw spikes: Bernoulli by time rescaling (spike-history models) or
+#: by ``torch.bernoulli`` on every neuron's probability, Poisson by ``torch.poisson``,
+#: threshold crossings of the model's ``theta``.
+RESCALED, BERNOULLI, POISSON, THRESHOLD = range(4)
+COMPILED_DRAWS = {Bernoulli: BERNOULLI, Poisson: POISSON, Threshold: THRESHOLD}
+#: Neuron-trials per thread below which another thread of a compiled loop does not pay.
+ROW_PER_THREAD = 1000
+
+
+@dataclass
+class LoopEmission:
+    """A model's declared emission as the compiled loops take it: codes of its link and
+    draw, whether Δt = 1 ms (the logistic hazard is then a softplus), and the link's
+    parameters (then the threshold's θ), one value per neuron [N] each."""
+
+    link: int
+    draw: int
+    unit_dt: bool
+    parameters: list[torch.Tensor]
+
+
+def loop_emission(model, n: int, rescaled: bool) -> LoopEmission | None:
+    """``model``'s effective emission for the compiled loops (Bernoulli by time rescaling if
+    ``rescaled``), or None where they do not know it: another emission or link type, or a
+    parameter that is neither one value nor one per neuron of the ``n``."""
+    emission = model.effective_emission
+    link = None if emission is None else emission.inverse_link
+    if type(emission) not in COMPILED_DRAWS or type(link) not in COMPILED_LINKS:
+        return None
+    code, names = COMPILED_LINKS[type(link)]
+    draw = COMPILED_DRAWS[type(emission)]
+    names = names + ("theta",) * (draw == THRESHOLD)
+    try:
+        parameters = [
+            getattr(model, name).detach().float().expand(n).contiguous() for name in names
+        ]
+        unit_dt = code == 0 and float(model.dt) == 1.0
+    except (RuntimeError, ValueError):  # e.g. a parameter per trial
+        return None
+    return LoopEmission(
+        code, RESCALED if rescaled and draw == BERNOULLI else draw, unit_dt, parameters
+    )
+
+
+@functools.cache
+def addcmul_is_fused() -> bool:
+    """Whether torch's ``addcmul`` (the Python loop's delivery of the coupling) rounds
+    f + c·d once, a fused multiply-add (its vector kernels do where the CPU has one): the
+    compiled loop then adds the coupling alike."""
+    x = torch.full((64,), 1 + 2**-12)
+    return bool(torch.full((64,), -1 - 2**-11).addcmul(x, x).ne(0).all())
+
+
+def loop_threads(width: int) -> int:
+    """Threads of a compiled loop over rows of ``width`` neuron-trials: torch's number of
+    threads (``torch.set_num_threads``), fewer where a thread would get less than
+    :data:`ROW_PER_THREAD` of the row."""
+    return max(1, min(torch.get_num_threads(), width // ROW_PER_THREAD))
 
 
 class ExponentialPools:
@@ -96,6 +173,16 @@ class CountStepper:
         return self.history.future[length - 1]
 
 
+def rescaled_start(
+    n: int, n_trials: int, generator: torch.Generator
+) -> tuple[ExponentialPools, torch.Tensor]:
+    """The Exp(1) pools of a time-rescaled run and the hazard every neuron-trial has left
+    before it fires, its first draw [K·N]."""
+    draws = ExponentialPools(max(n, 4096), generator, n_trials)
+    trial_of = torch.arange(n_trials * n, device=generator.device) // n
+    return draws, draws.take(trial_of).clone()
+
+
 class RescaledStepper:
     """Time-rescaled sampling of a Bernoulli emission with the emission's hazard.
 
@@ -111,9 +198,8 @@ class RescaledStepper:
         self.model, self.history = model, history
         n, n_trials = history.n_neurons, history.n_trials
         self.emission = model.effective_emission
-        self.draws = ExponentialPools(max(n, 4096), generator, n_trials)
+        self.draws, self.remaining = rescaled_start(n, n_trials, generator)
         self.trial_of = torch.arange(n_trials * n, device=generator.device) // n
-        self.remaining = self.draws.take(self.trial_of).clone()  # hazard left before firing
         self.raster = torch.empty(
             history.future.shape[0] - history.window,
             n_trials * n,
@@ -135,52 +221,180 @@ class RescaledStepper:
         return self.remaining
 
 
-class CompiledStepper(RescaledStepper):
-    """:class:`RescaledStepper` for the logistic link, each block in the compiled loop (it
-    reads the buffer's rows and zeroes them)."""
+class CompiledStepper:
+    """A declared emission the compiled loops know, each block in ``history_block`` on
+    :func:`loop_threads` threads (it reads the buffer's rows and zeroes them).
+
+    Args:
+        model: the model.
+        history: the run's input buffer.
+        generator: the run's generator.
+        loops: the compiled loops.
+        emission: the model's emission for them.
+    """
 
     zeroes_read_rows = True
 
-    def __init__(self, model, history: InputHistory, generator: torch.Generator, kernel) -> None:
-        super().__init__(model, history, generator)
-        own = history.own
+    def __init__(
+        self, model, history: InputHistory, generator: torch.Generator, loops, emission
+    ) -> None:
+        self.history, self.width = history, history.future.shape[1]
+        self.rescaled = emission.draw == RESCALED
+        if self.rescaled:
+            self.draws, self.remaining = rescaled_start(
+                history.n_neurons, history.n_trials, generator
+            )
+            generators, pools = self.draws.generators, self.draws.pools
+        else:
+            self.remaining, generators, pools = torch.empty(0), [generator], torch.empty(0, 0)
+        self.last_input = torch.empty(self.width)
+        propagate, own = history.propagate, history.own
         self.run = functools.partial(
-            kernel,
-            history.propagate.targets,
-            history.propagate.weights,
-            history.coupling.view(-1).contiguous(),
+            loops.history_block,
+            propagate.targets,
+            propagate.degrees,
+            propagate.weights,
+            history.coupling,
+            addcmul_is_fused(),
             torch.zeros(0, 1) if own is None else own,
-            model.theta.float().expand(history.n_neurons).contiguous(),
-            float(model.dt),
-            self.draws.generators,
-            self.draws.pools,
+            emission.link,
+            emission.draw,
+            emission.unit_dt,
+            emission.parameters,
+            generators,
+            pools,
             history.future,
             self.remaining,
+            self.last_input,
         )
+        self.threads = loop_threads(self.width)
 
     def block(self, length: int) -> SpikeBlock:
-        positions = torch.tensor(self.draws.positions)
-        keys = self.run(positions, length)
-        self.draws.positions = positions.tolist()
-        width = self.remaining.shape[0]
-        return SpikeBlock(
-            length, keys // width, keys % width, torch.ones(len(keys), dtype=torch.bool)
-        )
+        positions = torch.tensor(self.draws.positions if self.rescaled else [])
+        keys, counts = self.run(positions.long(), length, self.threads, torch.get_num_threads())
+        if self.rescaled:
+            self.draws.positions = positions.tolist()
+        return SpikeBlock(length, keys // self.width, keys % self.width, counts)
+
+    def latest(self, length: int) -> torch.Tensor:
+        """What must stay finite after a block: the hazard left (Bernoulli), else the last
+        input."""
+        return self.remaining if self.rescaled else self.last_input
 
 
 def choose_stepper(model, history: InputHistory, generator: torch.Generator):
-    """The fastest stepper that is exact for ``model``: compiled for a declared Bernoulli
-    emission with the logistic link on the CPU (one basis function, loop built), time
-    rescaling for any other declared Bernoulli emission, else the model's own stages."""
-    emission = model.effective_emission
-    if not isinstance(emission, Bernoulli):
-        return CountStepper(model, history, generator)
-    if (
-        isinstance(emission.inverse_link, Logistic)
-        and generator.device.type == "cpu"
-        and history.coupling.shape[1] == 1
-    ):
-        kernel = logistic_kernel()
-        if kernel is not None:
-            return CompiledStepper(model, history, generator, kernel)
-    return RescaledStepper(model, history, generator)
+    """The fastest stepper that is exact for ``model``: compiled for an emission the compiled
+    loops know, on the CPU (where they are built), time rescaling for any other declared
+    Bernoulli emission, else the model's own stages."""
+    emission = None
+    if generator.device.type == "cpu":
+        emission = loop_emission(model, history.n_neurons, rescaled=True)
+    loops = compiled_loops() if emission is not None else None
+    if loops is not None:
+        return CompiledStepper(model, history, generator, loops, emission)
+    if isinstance(model.effective_emission, Bernoulli):
+        return RescaledStepper(model, history, generator)
+    return CountStepper(model, history, generator)
+
+
+class ActivationStepper:
+    r"""A synaptic-activation model step by step in Python: :math:`g = r W_0^\top s + E`
+    (one O(E) gather per step, robust on every device), the model's
+    ``emit_spikes(non_linearity(g))`` and ``update_activation``.
+
+    Args:
+        model: the model.
+        data: the network(s).
+        activation: the activation s [K, N] at the start, updated in place.
+    """
+
+    def __init__(self, model, data: Data, activation: torch.Tensor) -> None:
+        self.model, self.activation = model, activation
+        self.pre, self.post = data.edge_index
+        self.weight, self.r = data.W0.float(), model.recurrence()
+
+    def block(self, inputs: torch.Tensor) -> SpikeBlock:
+        """The spikes of the steps of ``inputs`` [L, K, N] (background, noise, stimulus)."""
+        model, activation = self.model, self.activation
+        raster = torch.empty(inputs.shape, device=inputs.device)
+        for step in range(len(inputs)):
+            synaptic = torch.zeros_like(activation).index_add_(
+                1, self.post, activation[:, self.pre] * self.weight
+            )
+            g = self.r * synaptic + inputs[step]
+            raster[step] = model.emit_spikes(model.non_linearity(g))
+            activation.copy_(model.update_activation(raster[step], activation))
+        return SpikeBlock.from_raster(raster)
+
+
+class CompiledActivationStepper:
+    """A synaptic-activation model with an emission the compiled loops know, each block in
+    ``activation_block`` on :func:`loop_threads` threads (the same sums, in the order of the
+    network's edges, and the same draws as :class:`ActivationStepper`).
+
+    Args:
+        model: the model.
+        data: the network(s).
+        activation: the activation s [K, N] at the start, updated in place.
+        generator: the run's generator (the model's).
+        loops: the compiled loops.
+        emission: the model's emission for them.
+    """
+
+    def __init__(
+        self,
+        model,
+        data: Data,
+        activation: torch.Tensor,
+        generator: torch.Generator,
+        loops,
+        emission: LoopEmission,
+    ) -> None:
+        n = data.num_nodes
+        pre, post = data.edge_index
+        order = torch.argsort(post, stable=True)  # incoming edges, in the network's order
+        starts = torch.zeros(n + 1, dtype=torch.long)
+        starts[1:] = torch.cumsum(torch.bincount(post, minlength=n), 0)
+        decay = 1 - model.dt / model.tau  # update_activation's factor
+        self.activation = activation
+        self.run = functools.partial(
+            loops.activation_block,
+            starts,
+            pre[order].contiguous(),
+            data.W0.float()[order].contiguous(),
+            *(
+                value.detach().float().expand(n).contiguous()
+                for value in (model.recurrence(), decay, model.dt)
+            ),
+            emission.link,
+            emission.draw,
+            emission.unit_dt,
+            emission.parameters,
+            [generator],
+            activation.view(-1),
+        )
+        self.threads = loop_threads(activation.numel())
+
+    def block(self, inputs: torch.Tensor) -> SpikeBlock:
+        length, width = inputs.shape[0], self.activation.numel()
+        keys, counts = self.run(
+            inputs.reshape(length, width).contiguous(),
+            length,
+            self.threads,
+            torch.get_num_threads(),
+        )
+        return SpikeBlock(length, keys // width, keys % width, counts)
+
+
+def choose_activation_stepper(
+    model, data: Data, activation: torch.Tensor, generator: torch.Generator
+):
+    """Compiled for an emission the compiled loops know, on the CPU (where they are built),
+    else the model's own stages in Python."""
+    emission = None
+    if generator.device.type == "cpu":
+        emission = loop_emission(model, data.num_nodes, rescaled=False)
+    loops = compiled_loops() if emission is not None else None
+    if loops is not None:
+        return CompiledActivationStepper(model, data, activation, generator, loops, emission)
+    return ActivationStepper(model, data, activation)

@@ -130,6 +130,34 @@ def test_a_basis_of_coupling_kernels_gives_the_same_spikes_on_both_loops(monkeyp
 
 
 @needs_compiled_loop
+@pytest.mark.parametrize("basis", [False, True])
+def test_sparse_and_dense_deliveries_give_the_same_spikes_on_both_loops(basis, monkeypatch):
+    """A sparse network whose steps reach few neurons, but for a volley every 50 steps that
+    reaches most: both ways the compiled loop delivers spikes."""
+    generator = NormalGenerator(2000, mean=0, std=5, sparsity=0.995, glorot=True, seed=3)
+    data = generator.generate(1)[0]
+    model = BernoulliGLM(**SEED_GLM)
+    if basis:
+        model, data.W0 = (
+            TwoBasisBernoulli(**SEED_GLM),
+            data.W0.unsqueeze(1) * torch.tensor([1.0, -0.5]),
+        )
+    model.add_stimulus(
+        RegularStimulus(
+            strength=8.0,
+            period=50,
+            tau=1,
+            stop=600,
+            stimulus_masks=torch.ones(2000, dtype=torch.bool),
+        )
+    )
+    runs = both_loops(model, data, monkeypatch, n_steps=600, seed=4)
+    per_step = runs[0].sum(0)
+    assert per_step.max() > 2000 // 8 and per_step.median() < 2000 // 40  # both kinds of step
+    assert torch.equal(runs[0], runs[1])
+
+
+@needs_compiled_loop
 @pytest.mark.parametrize(
     ("model", "n_trials"),
     [

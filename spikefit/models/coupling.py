@@ -40,8 +40,10 @@ class SpikePropagator:
         device = weight.device
         out_degree = torch.bincount(pre, minlength=num_nodes)
         width = int(out_degree.max()) if pre.numel() else 0
-        order = torch.argsort(pre * num_nodes + post)
-        pre, post, weight = pre[order], post[order], weight[order]
+        key = pre * num_nodes + post
+        if not bool((key[1:] >= key[:-1]).all()):  # networks usually come sorted
+            order = torch.argsort(key, stable=True)
+            pre, post, weight = pre[order], post[order], weight[order]
         slot = (
             torch.arange(pre.numel(), device=device)
             - (torch.cumsum(out_degree, 0) - out_degree)[pre]

@@ -13,6 +13,23 @@ at::Tensor checked(const at::Tensor& t, at::ScalarType type, const char* name) {
   return t;
 }
 
+// A step reaches many of a part's neuron-trials when it visits more than 1 in kDenseReach.
+constexpr int64_t kDenseReach = 4;
+
+// term·sum + value rounded once where `fused` (as torch's addcmul on CPUs with fused
+// multiply-adds), else twice.
+inline float multiply_add(float term, float sum, float value, bool fused) {
+  return fused ? std::fma(term, sum, value) : value + term * sum;
+}
+
+// row[i] = multiply_add(term, sum[i], row[i]) for i < length.
+void add_scaled(float* row, float term, const float* sum, int64_t length, bool fused) {
+  if (fused)
+    for (int64_t i = 0; i < length; ++i) row[i] = std::fma(term, sum[i], row[i]);
+  else
+    for (int64_t i = 0; i < length; ++i) row[i] = row[i] + term * sum[i];
+}
+
 // Spikes of the parts gathered: (keys step*width + i, sorted; counts).
 std::tuple<at::Tensor, at::Tensor> gather(const std::vector<std::vector<int64_t>>& keys,
                                           const std::vector<std::vector<float>>& counts) {
@@ -156,6 +173,15 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     Sums& acc = sums[p];
     float* next = input + (s + 1) * width;
     if (support > 0) {
+      // dense: the step reaches many of the part's values, whose lag rows are then updated
+      // whole (adding c·0 leaves a value as it is); sparse: only the reached ones, listed
+      int64_t visits = 0;
+      for (int64_t k = lo / n; k * n < me.hi; ++k)
+        for (int64_t q = first_part[k]; q <= last_part[k]; ++q) {
+          const auto range = fired_in(q, side, k);
+          for (auto f = range.first; f != range.second; ++f) visits += out_degree[*f - k * n];
+        }
+      const bool dense = visits * kDenseReach > span;
       for (int64_t k = lo / n; k * n < me.hi; ++k) {
         const int64_t a = std::max(lo, k * n) - k * n, b = std::min(me.hi, (k + 1) * n) - k * n;
         for (int64_t q = first_part[k]; q <= last_part[k]; ++q) {
@@ -166,29 +192,48 @@ std::tuple<at::Tensor, at::Tensor> history_block(
             const int64_t* row_targets = target + j * degree;
             const int64_t* from = a == 0 ? row_targets : std::lower_bound(row_targets, row_targets + out_degree[j], a);
             const int64_t* to = b == n ? row_targets + out_degree[j] : std::lower_bound(from, row_targets + out_degree[j], b);
-            for (const int64_t* t = from; t != to; ++t) {
-              const int64_t d = t - target, idx = k * n + *t - lo;
-              if (!acc.touched[idx]) acc.touched[idx] = 1, acc.reached.push_back(idx);
-              for (int64_t basis = 0; basis < n_basis; ++basis)
-                acc.sum[basis * span + idx] += weight[d * n_basis + basis] * count;
+            const float* w = weight + (from - target) * n_basis;
+            float* sum = acc.sum.data() + k * n - lo;
+            if (n_basis == 1) {
+              if (dense)
+                for (const int64_t* t = from; t != to; ++t, ++w) sum[*t] += *w * count;
+              else
+                for (const int64_t* t = from; t != to; ++t, ++w) {
+                  const int64_t idx = k * n + *t - lo;
+                  if (!acc.touched[idx]) acc.touched[idx] = 1, acc.reached.push_back(idx);
+                  sum[*t] += *w * count;
+                }
+            } else {
+              for (const int64_t* t = from; t != to; ++t, w += n_basis) {
+                const int64_t idx = k * n + *t - lo;
+                if (!dense && !acc.touched[idx]) acc.touched[idx] = 1, acc.reached.push_back(idx);
+                for (int64_t basis = 0; basis < n_basis; ++basis)
+                  acc.sum[basis * span + idx] += w[basis] * count;
+              }
             }
           }
         }
       }
-      auto add = [&](int64_t idx) {
-        for (int64_t l = 0; l < support; ++l) {
-          float value = next[l * width + lo + idx];
-          for (int64_t basis = 0; basis < n_basis; ++basis) {
-            const float term = c[l * n_basis + basis], sum = acc.sum[basis * span + idx];
-            value = fused ? std::fma(term, sum, value) : value + term * sum;  // as addcmul
-          }
-          next[l * width + lo + idx] = value;
+      for (int64_t l = 0; l < support; ++l) {
+        float* row_l = next + l * width + lo;
+        for (int64_t basis = 0; basis < n_basis; ++basis) {  // one multiply-add per function, in order
+          const float term = c[l * n_basis + basis];
+          const float* sum = acc.sum.data() + basis * span;
+          if (dense)
+            add_scaled(row_l, term, sum, span, fused);
+          else
+            for (int64_t idx : acc.reached) row_l[idx] = multiply_add(term, sum[idx], row_l[idx], fused);
         }
-        for (int64_t basis = 0; basis < n_basis; ++basis) acc.sum[basis * span + idx] = 0;
-        acc.touched[idx] = 0;
-      };
-      for (int64_t idx : acc.reached) add(idx);
-      acc.reached.clear();
+      }
+      if (dense) {
+        std::fill(acc.sum.begin(), acc.sum.end(), 0.f);
+      } else {
+        for (int64_t idx : acc.reached) {
+          for (int64_t basis = 0; basis < n_basis; ++basis) acc.sum[basis * span + idx] = 0;
+          acc.touched[idx] = 0;
+        }
+        acc.reached.clear();
+      }
     }
     for (int64_t i : me.fired[side]) {
       const float count = drawn_counts ? drawn_counts[i] : 1.f;

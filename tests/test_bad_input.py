@@ -458,6 +458,10 @@ RECORDINGS = [
         ),
         "model.regularizer",
     ),
+    *[
+        Case(f"fdr {value}", likelihood(good, extra=f"    fdr: {value}\n"), "model.fdr")
+        for value in ("0", "1.5", ".nan")
+    ],
     Case(
         "Newton with a shared parameter",
         likelihood(
@@ -690,6 +694,14 @@ PYTHON_API = [
         InputError,
         "LikelihoodFit.coupling",
     ),
+    *[
+        python_case(
+            lambda p, fdr=fdr: LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), fdr=fdr),
+            InputError,
+            "LikelihoodFit.fdr",
+        )
+        for fdr in (0, 1.5, float("nan"))
+    ],
     python_case(lambda p: read_recording(p / "missing.npz", 1.0), FileNotFoundError, "missing.npz"),
     python_case(lambda p: ConnectivityDataset(p / "missing"), InputError, "missing"),
     python_case(differing_save, FileExistsError, "0.pt"),

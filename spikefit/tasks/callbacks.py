@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -89,3 +90,19 @@ class WriteCouplingMatrix(RunOutput):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         np.save(log_dir / "fitted_W0.npy", pl_module.coupling_matrix().detach().cpu().numpy())
+
+
+class WriteConnections(RunOutput):
+    """``connections.csv``: the columns of the task's ``connection_table()``, one row per
+    fitted pair (nothing when it is None)."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        table = pl_module.connection_table()
+        if table is None:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "connections.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(table)
+            writer.writerows(zip(*table.values(), strict=True))

@@ -120,6 +120,8 @@ class LBFGS(Solver):
 
 #: Relative change of a float32 objective below which a decrease cannot be measured.
 RESOLUTION = 1e-6
+#: Default memory bound of Newton's sparse Hessian (products of trace pairs stored).
+MAX_PAIRS = 50_000_000
 
 
 class Newton(Solver):
@@ -147,7 +149,7 @@ class Newton(Solver):
     needs_blocks = True
 
     def __init__(
-        self, max_iter: int = 50, tolerance: float = 1e-10, max_pairs: int = 50_000_000
+        self, max_iter: int = 50, tolerance: float = 1e-10, max_pairs: int = MAX_PAIRS
     ) -> None:
         owner = type(self).__name__
         self.max_iter = whole(f"{owner}.max_iter", max_iter, 1)

@@ -17,6 +17,8 @@ from torchmetrics.functional.regression import pearson_corrcoef
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from spikefit.tasks.likelihood.uncertainty import Connections
+
 #: The sums of a split's validation, over its chunks (weighted).
 SUMS = ("log_likelihood", "baseline", "spikes", "bins")
 
@@ -72,5 +74,33 @@ def coupling_figure(
         )
     right.plot([0, 1], [0, 1], color="grey", lw=0.8)
     right.set(xlabel="false positive rate", ylabel="true positive rate")
+    figure.tight_layout()
+    return figure
+
+
+def connections_figure(connections: Connections, n_neurons: int) -> Figure:
+    """The calls of the ``connections`` of ``n_neurons`` neurons as a [pre, post] matrix: red
+    excitatory, blue inhibitory, white none, grey not fitted (the diagonal)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    colours = ListedColormap(["tab:blue", "white", "tab:red"]).with_extremes(bad="lightgrey")
+    figure = Figure(figsize=(6, 5.5))
+    axes = figure.subplots()
+    axes.imshow(
+        connections.matrix(n_neurons).numpy(),
+        cmap=colours,
+        vmin=-1.5,
+        vmax=1.5,
+        interpolation="nearest",
+    )
+    counts = connections.counts()
+    axes.set(
+        xlabel="postsynaptic neuron",
+        ylabel="presynaptic neuron",
+        title=f"connections called at FDR q ≤ {connections.fdr:g} (Wald test, Benjamini–"
+        f"Hochberg):\n{counts['excitatory']} excitatory (red), {counts['inhibitory']} "
+        f"inhibitory (blue), {counts['none']} none (white) of {len(connections.p):,} pairs",
+    )
     figure.tight_layout()
     return figure

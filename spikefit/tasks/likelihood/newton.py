@@ -19,6 +19,10 @@ from spikefit.tasks.solvers import NewtonSystem
 if TYPE_CHECKING:
     from spikefit.tasks.likelihood.task import LikelihoodFit
 
+#: Dense products of the traces are faster than sparse ones where more than 1 in this many
+#: are nonzero.
+SPARSE_SHARE = 16
+
 
 def newton_system(
     fit: LikelihoodFit,
@@ -31,56 +35,19 @@ def newton_system(
     weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
     its incoming coupling weights, then the columns of its local terms in order
     (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets."""
-    strategy = fit.trainer.strategy
     designs: dict[int, LinearDesign] = {}
 
     def design(k: int) -> LinearDesign:
         if k not in designs:
-            chunk, (traces, _) = batch[k], prepared(k)
-            presynaptic = traces[0][0, :, -chunk["bins"] :].t() if fit.fits_coupling else None
-            designs[k] = LinearDesign(
-                presynaptic,
-                local_columns(fit, chunk, traces),
-                fit.model.recurrence().detach(),
-                fit.solver.max_pairs,
-            )
+            designs[k] = chunk_design(fit, batch[k], prepared(k)[0], fit.solver.max_pairs)
         return designs[k]
 
     def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         total, gradient, hessian = 0.0, 0.0, 0.0
         for k, chunk in enumerate(batch):
-            traces, targets = prepared(k)
-            weight = chunk["weight"] * scale
-            with torch.no_grad():
-                input = fit.chunk_input(chunk, traces)
-            input.requires_grad_()
-            link = fit.observation.link(fit.model, input)
-            (slope,) = torch.autograd.grad(link.sum(), input, create_graph=True)
-            (curvature,) = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
-            link, slope = link.detach(), slope.detach()
-            first, index, second = link_derivatives(fit.observation, targets, link)
-            d = weight * first * slope  # derivatives of the objective in g
-            w = weight * first * curvature
-            w[index] += weight * second * slope[index].square()
-            g, h = design(k).blocks(d, w)
-            nll = -weight * fit.observation.log_likelihood_of_link(targets, link)
+            nll, g, h = chunk_blocks(fit, chunk, prepared(k), chunk["weight"] * scale, design(k))
             total, gradient, hessian = total + nll, gradient + g, hessian + h
-        if fit.regularizer is not None and fit.fits_coupling:
-            penalty_gradient, penalty_curvature = penalty_derivatives(
-                fit.regularizer, fit.coupling_weights
-            )
-            post, columns = pair_entries(fit)
-            gradient[post, columns] += penalty_gradient
-            hessian[post, columns, columns] += penalty_curvature
-            total = total + fit.penalty().detach()
-        free = fit.block_mask()
-        gradient = gradient * free
-        hessian = torch.where(
-            free.unsqueeze(1) & free.unsqueeze(2),
-            hessian,
-            torch.eye(free.shape[1], device=hessian.device),
-        )
-        return tuple(strategy.reduce(x, reduce_op="mean") for x in (total, gradient, hessian))
+        return reduced_blocks(fit, total, gradient, hessian, "mean", 1.0)
 
     def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
         by_parameter, first = {}, 0
@@ -96,6 +63,86 @@ def newton_system(
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
 
     return NewtonSystem(blocks, objective, to_parameters)
+
+
+def chunk_design(
+    fit: LikelihoodFit,
+    chunk: Chunk,
+    traces: tuple,
+    max_pairs: int,
+    dense_beyond: bool = False,
+) -> LinearDesign:
+    """The :class:`LinearDesign` of ``chunk`` from its spike ``traces`` (time-major, as
+    :class:`~spikefit.tasks.likelihood.objective.StepCache` keeps them)."""
+    presynaptic = traces[0][0, :, -chunk["bins"] :].t() if fit.fits_coupling else None
+    return LinearDesign(
+        presynaptic,
+        local_columns(fit, chunk, traces),
+        fit.model.recurrence().detach(),
+        max_pairs,
+        dense_beyond,
+    )
+
+
+def chunk_blocks(
+    fit: LikelihoodFit,
+    chunk: Chunk,
+    prepared: Prepared,
+    weight: torch.Tensor | float,
+    design: LinearDesign,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunk's negative log-likelihood times ``weight`` with its gradient [N, P] and
+    Hessian [N, P, P] in every neuron's block, from the link's derivatives in the input
+    (autograd) and in the likelihood parameter (:func:`link_derivatives`)."""
+    traces, targets = prepared
+    with torch.no_grad():
+        input = fit.chunk_input(chunk, traces)
+    input.requires_grad_()
+    link = fit.observation.link(fit.model, input)
+    (slope,) = torch.autograd.grad(link.sum(), input, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), input, materialize_grads=True)
+    link, slope = link.detach(), slope.detach()
+    first, index, second = link_derivatives(fit.observation, targets, link)
+    d = weight * first * slope  # derivatives of the objective in g
+    w = weight * first * curvature
+    w[index] += weight * second * slope[index].square()
+    gradient, hessian = design.blocks(d, w)
+    nll = -weight * fit.observation.log_likelihood_of_link(targets, link)
+    return nll, gradient, hessian
+
+
+def reduced_blocks(
+    fit: LikelihoodFit,
+    total: torch.Tensor,
+    gradient: torch.Tensor,
+    hessian: torch.Tensor,
+    reduce_op: str,
+    penalty_weight: torch.Tensor | float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The blocks of the processes' chunks reduced over processes (``"sum"``, or ``"mean"``
+    of sums already divided by the world size), plus the penalty on the coupling times
+    ``penalty_weight``, with its derivatives; entries not fitted: gradient 0, Hessian
+    identity."""
+    strategy = fit.trainer.strategy
+    total, gradient, hessian = (
+        strategy.reduce(x, reduce_op=reduce_op) for x in (total, gradient, hessian)
+    )
+    if fit.regularizer is not None and fit.fits_coupling:
+        penalty_gradient, penalty_curvature = penalty_derivatives(
+            fit.regularizer, fit.coupling_weights
+        )
+        post, columns = pair_entries(fit)
+        gradient[post, columns] += penalty_weight * penalty_gradient
+        hessian[post, columns, columns] += penalty_weight * penalty_curvature
+        total = total + penalty_weight * fit.penalty().detach()
+    free = fit.block_mask()
+    gradient = gradient * free
+    hessian = torch.where(
+        free.unsqueeze(1) & free.unsqueeze(2),
+        hessian,
+        torch.eye(free.shape[1], device=hessian.device),
+    )
+    return total, gradient, hessian
 
 
 def local_columns(fit: LikelihoodFit, chunk: Chunk, traces: tuple | None) -> torch.Tensor | None:
@@ -177,13 +224,19 @@ class LinearDesign:
 
     The coupling part :math:`\sum_t w_{ti} F_{tj} F_{tk}` uses the sparsity of the traces:
     the products :math:`F_{tj} F_{tk}` of every bin are stored once as a sparse [M², S]
-    matrix, so each Hessian costs one sparse product with w.
+    matrix, so each Hessian costs one sparse product with w. Traces too dense for that (more
+    than ``max_pairs`` products) are refused, or with ``dense_beyond`` multiplied densely,
+    :math:`F^\top \mathrm{diag}(w_i) F` for groups of neurons at a time (then also where
+    dense products are faster, more than 1/:data:`SPARSE_SHARE` of them nonzero).
 
     Args:
         presynaptic: F [S, M], or None when the coupling is not fitted.
         local: L [S, N, A], or None without local terms.
         recurrence: :math:`r_i` [N] (or a scalar), the scale of the coupling input.
-        max_pairs: largest number of stored products F_tj·F_tk (memory bound).
+        max_pairs: largest number of stored products F_tj·F_tk, and of elements of a dense
+            group's products (memory bound).
+        dense_beyond: the dense products for traces with more than ``max_pairs`` products
+            (instead of an InputError) or denser than 1/:data:`SPARSE_SHARE`.
     """
 
     def __init__(
@@ -192,6 +245,7 @@ class LinearDesign:
         local: torch.Tensor | None,
         recurrence: torch.Tensor,
         max_pairs: int,
+        dense_beyond: bool = False,
     ) -> None:
         self.local = local
         self.coupled = presynaptic is not None
@@ -200,7 +254,9 @@ class LinearDesign:
             return
         self.recurrence = recurrence
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
-        self.pairs = pair_products(presynaptic, max_pairs)
+        self.pairs = pair_products(presynaptic, max_pairs, refuse=not dense_beyond)
+        self.presynaptic = presynaptic if self.pairs is None else None
+        self.max_pairs = max_pairs
 
     @property
     def width(self) -> int:
@@ -221,8 +277,7 @@ class LinearDesign:
             return gradient, hessian
         r, by_trace = self.recurrence.expand(n), self.presynaptic_by_neuron
         gradient[:, :m] = (by_trace @ d).t() * r.unsqueeze(1)
-        coupling = (self.pairs @ w).view(m, m, n).permute(2, 0, 1)  # [i, j, k]
-        hessian[:, :m, :m] = coupling * r.square().view(n, 1, 1)
+        hessian[:, :m, :m] = self.coupling_products(w) * r.square().view(n, 1, 1)
         if local is not None:  # Σ_t F_tj w_ti L_tia: [i, a, j]
             cross = torch.stack(
                 [(by_trace @ (w * column)).t() for column in local.unbind(-1)], dim=1
@@ -231,15 +286,30 @@ class LinearDesign:
             hessian[:, :m, m:] = cross.transpose(1, 2)
         return gradient, hessian
 
+    def coupling_products(self, w: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_t w_{ti} F_{tj} F_{tk}` [i, j, k] = [N, M, M] from w [S, N]: one sparse
+        product with the stored pairs, or dense batched products for groups of neurons."""
+        n, m = w.shape[1], self.n_traces
+        if self.pairs is not None:
+            return (self.pairs @ w).view(m, m, n).permute(2, 0, 1)
+        traces = self.presynaptic  # [S, M]
+        group = max(1, self.max_pairs // (m * len(traces)))
+        return torch.cat(
+            [(traces.t() * part.t().unsqueeze(1)) @ traces for part in w.split(group, dim=1)]
+        )
 
-def pair_products(traces: torch.Tensor, max_pairs: int) -> torch.Tensor:
+
+def pair_products(traces: torch.Tensor, max_pairs: int, refuse: bool = True) -> torch.Tensor | None:
     """Sparse CSR matrix [M², S] whose entry (j·M + k, t) is traces[t, j]·traces[t, k] for
-    the M traces [S, M]."""
+    the M traces [S, M]; beyond ``max_pairs`` products an InputError, or unless ``refuse``
+    None, there and where more than 1/:data:`SPARSE_SHARE` of all products are nonzero."""
     n_bins, n = traces.shape
     csr = to_csr(traces)
     rows, columns, values = csr.crow_indices(), csr.col_indices(), csr.values()
     per_bin = rows[1:] - rows[:-1]
     total = int(per_bin.square().sum())
+    if not refuse and (total > max_pairs or total * SPARSE_SHARE > n * n * n_bins):
+        return None
     if total > max_pairs:
         raise InputError(
             "Newton.max_pairs",

@@ -63,6 +63,13 @@ def coupling_columns(edge_index: torch.Tensor, n: int, n_basis: int) -> torch.Te
     return torch.arange(n_basis, device=pre.device) * n + pre.unsqueeze(1)
 
 
+def filter_areas(weights: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    r"""The integral over lags of every pair's coupling filter [E],
+    :math:`\sum_b w_{eb} \sum_\tau B_b(\tau)`, from its weights [E] or [E, B] on the basis
+    [B, T]."""
+    return weights.reshape(len(weights), len(basis)) @ basis.sum(1).to(weights.dtype)
+
+
 def coupling_matrix(edge_index: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
     """The weights [E] (or [E, B]) of the pairs ``edge_index`` as a dense [B·N, N] matrix
     indexed [b·N + pre, post], the one the presynaptic traces multiply."""
@@ -153,6 +160,25 @@ def local_terms(
                 LocalTerm(name, parameter, offset_sign(model, chunk_input, n, name, solver, field))
             )
     return local
+
+
+def block_terms(
+    model: BaseModel,
+    chunk_input: ChunkInput,
+    n: int,
+    terms: list[tuple[str, torch.Tensor]],
+    per_neuron: list[str],
+    owner: str,
+) -> tuple[list[LocalTerm], list[str]]:
+    """The fitted ``(name, parameter)`` that :func:`local_terms` takes into per-neuron blocks,
+    and the names of the others (shared, or moving the input non-linearly)."""
+    local, outside = [], []
+    for term in terms:
+        try:
+            local += local_terms(model, chunk_input, n, [term], per_neuron, "blocks", owner)
+        except InputError:
+            outside.append(term[0])
+    return local, outside
 
 
 def random_chunk(n: int, bins: int) -> Chunk:

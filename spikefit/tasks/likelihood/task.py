@@ -15,17 +15,23 @@ from torch_geometric.data import Data
 from torchmetrics import SumMetric
 from typing_extensions import override
 
-from spikefit.checks import InputError, one_of
+from spikefit.checks import InputError, in_range, one_of
 from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel
 from spikefit.models.emissions import Emission
-from spikefit.tasks.callbacks import WriteCouplingMatrix, WriteFigures, WriteSummary
+from spikefit.tasks.callbacks import (
+    WriteConnections,
+    WriteCouplingMatrix,
+    WriteFigures,
+    WriteSummary,
+)
 from spikefit.tasks.checkpoints import match_state, stamp
 from spikefit.tasks.defaults import DEFAULT_MODEL, own_model
-from spikefit.tasks.likelihood import newton, parameters
+from spikefit.tasks.likelihood import newton, parameters, uncertainty
 from spikefit.tasks.likelihood.metrics import (
     SUMS,
+    connections_figure,
     coupling_figure,
     edge_metrics,
     likelihood_metrics,
@@ -88,6 +94,9 @@ class LikelihoodFit(L.LightningModule):
             :class:`~spikefit.tasks.solvers.Newton` (full batch, per-neuron blocks: the
             coupling, refractory scales and per-neuron offsets such as θ or b) or
             :class:`~spikefit.tasks.solvers.Adam` (time chunks).
+        fdr: the false discovery rate q in (0, 1) at which the fitted pairs are called
+            excitatory or inhibitory at the end of the fit
+            (:mod:`~spikefit.tasks.likelihood.uncertainty`).
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class LikelihoodFit(L.LightningModule):
         observation: Emission | None = None,
         regularizer: Regularizer | None = None,
         solver: Solver | None = None,
+        fdr: float = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
@@ -108,6 +118,7 @@ class LikelihoodFit(L.LightningModule):
         owner = self.owner = type(self).__name__
         model = own_model(model)
         one_of(f"{owner}.coupling", coupling, parameters.COUPLINGS)
+        in_range(f"{owner}.fdr", fdr, 0, 1, low_open=True, high_open=True)
         available = model.tunable_parameters
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
             unknown = [name for name in names if name not in available]
@@ -158,7 +169,10 @@ class LikelihoodFit(L.LightningModule):
         )
         self.n_neurons = 0
         self.n_basis = 1  # functions of the model's coupling basis (weights per pair)
-        self.local_terms: list[parameters.LocalTerm] = []  # Newton's per-neuron terms
+        self.local_terms: list[parameters.LocalTerm] = []  # the blocks' per-neuron terms
+        self.outside_blocks: list[str] = []  # fitted names outside the blocks
+        self.standard_errors: torch.Tensor | None = None  # [N, P] at the end of the fit
+        self.connections: uncertainty.Connections | None = None
         self.refractory_scale: nn.Parameter | None = None
         self.results: dict = {}
         self.converged = False
@@ -257,28 +271,32 @@ class LikelihoodFit(L.LightningModule):
 
     def check_parameters(self) -> None:
         """Probes the fitted parameters once on silence (per-neuron values act on each
-        neuron alone; Newton's offsets shift the input) and the regularizer's solvers."""
-        n = self.n_neurons
-        parameters.probe(
-            self.model, self.chunk_input, n, f"{self.owner}.per_neuron", self.hparams.per_neuron
-        )
+        neuron alone), the regularizer's solvers, and which fitted parameters form the
+        per-neuron blocks (Newton's, and the standard errors'): all for Newton, which
+        refuses the others; for other solvers those that can."""
+        n, per_neuron = self.n_neurons, self.hparams.per_neuron or []
+        parameters.probe(self.model, self.chunk_input, n, f"{self.owner}.per_neuron", per_neuron)
         if self.regularizer is not None:
             self.regularizer.check_solver(self.solver, f"{self.owner}.regularizer")
+        terms = (
+            [("refractory_scale", self.refractory_scale)]
+            if self.refractory_scale is not None
+            else []
+        )
+        terms += [(name, self.model.get_parameter(name)) for name in self.fitted]
         if self.solver.needs_blocks:
-            terms = (
-                [("refractory_scale", self.refractory_scale)]
-                if self.refractory_scale is not None
-                else []
-            )
-            terms += [(name, self.model.get_parameter(name)) for name in self.fitted]
             self.local_terms = parameters.local_terms(
                 self.model,
                 self.chunk_input,
                 n,
                 terms,
-                self.hparams.per_neuron or [],
+                per_neuron,
                 type(self.solver).__name__,
                 self.owner,
+            )
+        else:
+            self.local_terms, self.outside_blocks = parameters.block_terms(
+                self.model, self.chunk_input, n, terms, per_neuron, self.owner
             )
 
     # ------------------------------------------------------------------ the likelihood
@@ -288,7 +306,7 @@ class LikelihoodFit(L.LightningModule):
         weights = self.coupling_weights
         if weights.dim() == 1:
             return weights
-        return weights @ self.model.coupling_basis().sum(1).to(weights.dtype)
+        return parameters.filter_areas(weights, self.model.coupling_basis())
 
     def coupling_matrix(self) -> torch.Tensor:
         """:meth:`pair_weights` as a dense [N, N] matrix indexed [pre, post]."""
@@ -338,9 +356,8 @@ class LikelihoodFit(L.LightningModule):
         within one chunk (the kept spike traces take twice the batch's raster)."""
         optimizer = self.optimizers()
         strategy = self.trainer.strategy
-        local = sum(chunk["bins"] * chunk["weight"] for chunk in batch) * self.n_neurons
-        size = strategy.reduce(torch.tensor(float(local), device=self.device), reduce_op="sum")
-        scale = self.trainer.world_size / size  # gradients are averaged over processes
+        # the mean per neuron-bin of all processes (gradients are averaged over processes)
+        scale = self.trainer.world_size / self.neuron_bins(batch)
         prepared = StepCache(self.model, batch)
 
         def evaluate(backward: bool) -> torch.Tensor:
@@ -384,6 +401,26 @@ class LikelihoodFit(L.LightningModule):
             self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
         if self.converged:
             self.trainer.should_stop = True
+
+    def neuron_bins(self, chunks: list[Chunk]) -> torch.Tensor:
+        """The weighted neuron-bins of ``chunks``, summed over all processes."""
+        local = sum(chunk["bins"] * chunk["weight"] for chunk in chunks) * self.n_neurons
+        return self.trainer.strategy.reduce(
+            torch.tensor(float(local), device=self.device), reduce_op="sum"
+        )
+
+    @override
+    def on_train_end(self) -> None:
+        """The standard errors of every block's entries and, with fitted coupling, the
+        connection calls at the parameters the training ends with, over every process's
+        training chunks (:mod:`~spikefit.tasks.likelihood.uncertainty`)."""
+        if not self.block_mask().shape[1]:
+            return
+        with torch.enable_grad():
+            errors, covariance = uncertainty.uncertainty(self, list(self.trainer.train_dataloader))
+        self.standard_errors = errors.cpu()
+        if covariance is not None:
+            self.connections = uncertainty.connections(self, covariance)
 
     def newton_system(
         self,
@@ -469,13 +506,21 @@ class LikelihoodFit(L.LightningModule):
 
     @override
     def configure_callbacks(self) -> list[L.Callback]:
-        """``fitted_W0.npy``, the figures and the summary, written at the end of a fit."""
-        return [WriteCouplingMatrix(), WriteFigures(), WriteSummary()]
+        """``fitted_W0.npy``, ``connections.csv``, the figures and the summary, written at the
+        end of a fit."""
+        return [WriteCouplingMatrix(), WriteConnections(), WriteFigures(), WriteSummary()]
+
+    def connection_table(self) -> dict[str, list] | None:
+        """The columns of ``connections.csv`` (:meth:`Connections.table
+        <spikefit.tasks.likelihood.uncertainty.Connections.table>`), None before the end of a
+        fit of the coupling."""
+        return None if self.connections is None else self.connections.table()
 
     def summary(self) -> dict:
         """What the fit achieved, as written to ``summary.json``: log-likelihoods in nats per
         neuron per bin and the metrics of the last validation (at ``metrics_at_step``, of
-        ``steps`` solver steps; validate every epoch to have them at the end)."""
+        ``steps`` solver steps; validate every epoch to have them at the end), the standard
+        errors and the counts of the connection calls (:meth:`uncertainty_summary`)."""
         fitted = {name: self.model.get_parameter(name).tolist() for name in self.fitted}
         if self.refractory_scale is not None:
             fitted["refractory_scale"] = self.refractory_scale.tolist()
@@ -489,6 +534,7 @@ class LikelihoodFit(L.LightningModule):
             "log_likelihood_per_bin": self.results.get("log_likelihood_per_bin", {}),
             "bits_per_spike": self.results.get("bits_per_spike", {}),
             "parameters": fitted,
+            **self.uncertainty_summary(),
             **{
                 key: value
                 for key, value in self.results.items()
@@ -498,6 +544,24 @@ class LikelihoodFit(L.LightningModule):
             "steps": self.global_step,
             "wall_time_s": time.perf_counter() - self.started,
         }
+
+    def uncertainty_summary(self) -> dict:
+        """From the end of the fit: ``standard_errors`` of every fitted parameter in the
+        per-neuron blocks (a list per neuron), ``standard_errors_given`` the fitted names
+        outside the blocks, held at their values, and ``connections`` the number of pairs
+        called ``excitatory``, ``inhibitory`` and ``none`` at FDR ``fdr``."""
+        if self.standard_errors is None:
+            return {}
+        first = self.n_basis * self.n_neurons if self.fits_coupling else 0
+        errors = {}
+        for term in self.local_terms:
+            block = self.standard_errors[:, first : first + term.width]
+            errors[term.name] = block.reshape(term.parameter.shape).tolist()
+            first += term.width
+        summary = {"standard_errors": errors, "standard_errors_given": self.outside_blocks}
+        if self.connections is not None:
+            summary["connections"] = self.connections.counts() | {"fdr": self.connections.fdr}
+        return summary
 
     @staticmethod
     def describe(summary: dict) -> str:
@@ -523,13 +587,23 @@ class LikelihoodFit(L.LightningModule):
         for name in ("edge_auroc", "edge_average_precision", "weight_correlation"):
             if name in summary:
                 lines.append(f"  {name.replace('_', ' ')}: {summary[name]:.4f}")
+        if "connections" in summary:
+            calls = summary["connections"]
+            lines.append(
+                f"  connections at FDR q ≤ {calls['fdr']:g}: {calls['excitatory']} excitatory, "
+                f"{calls['inhibitory']} inhibitory, {calls['none']} none"
+            )
         return "\n".join(lines)
 
     def figures(self) -> dict[str, Figure]:
-        """With a known network and fitted coupling: ``coupling``, fitted against true
-        weights and the ROC curve of |W| for edge detection."""
-        if self.true_W0 is None or not self.fits_coupling:
-            return {}
-        return {
-            "coupling": coupling_figure(*self._compared_weights(), self.n_neurons, self.results)
-        }
+        """After a fit of the coupling: ``connections``, the called matrix; with a known
+        network too: ``coupling``, fitted against true weights and the ROC curve of |W| for
+        edge detection."""
+        figures = {}
+        if self.connections is not None:
+            figures["connections"] = connections_figure(self.connections, self.n_neurons)
+        if self.true_W0 is not None and self.fits_coupling:
+            figures["coupling"] = coupling_figure(
+                *self._compared_weights(), self.n_neurons, self.results
+            )
+        return figures

@@ -174,6 +174,7 @@ def test_spikes_do_not_depend_on_the_thread_count(model, n_trials, threads, monk
     chunks on threads of its own: the Python loop's spikes."""
     data = networks(1, 1970)
     monkeypatch.setattr(steppers, "ROW_PER_THREAD", 1)
+    monkeypatch.setattr(steppers, "ROW_DRAW_PER_THREAD", 1)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -184,10 +185,20 @@ def test_spikes_do_not_depend_on_the_thread_count(model, n_trials, threads, monk
     assert torch.equal(runs[0], runs[1])
 
 
+def test_threads_only_where_they_pay(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert steppers.loop_threads(999, steppers.RESCALED) == 1
+    assert steppers.loop_threads(1000, steppers.RESCALED) == 2
+    assert steppers.loop_threads(10**6, steppers.THRESHOLD) == 2
+    assert steppers.loop_threads(10_000, steppers.POISSON) == 1  # one thread draws the row
+    assert steppers.loop_threads(100_000, steppers.POISSON) == 2
+
+
 @needs_compiled_loop
 def test_activation_models_on_threads_give_the_same_spikes(monkeypatch):
     data = networks(2, 700)
     monkeypatch.setattr(steppers, "ROW_PER_THREAD", 1)
+    monkeypatch.setattr(steppers, "ROW_DRAW_PER_THREAD", 1)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

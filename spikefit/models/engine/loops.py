@@ -21,7 +21,11 @@ from tqdm.auto import tqdm
 from spikefit.checks import InputError
 from spikefit.models.engine.history import InputHistory
 from spikefit.models.engine.results import SpikeBlock
-from spikefit.models.engine.steppers import choose_activation_stepper, choose_stepper
+from spikefit.models.engine.steppers import (
+    aten_threads,
+    choose_activation_stepper,
+    choose_stepper,
+)
 
 #: Largest number of (step, trial, neuron) values in one block buffer.
 BLOCK_ELEMENTS = 1 << 22
@@ -119,12 +123,14 @@ def history_blocks(
     stepper = choose_stepper(model, history, generator)
 
     def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
-        times = torch.arange(start, start + length, device=device)
-        history.add_drive(drive(model, times, (length, n_trials, n)), length)
-        return stepper.block(length), stepper.latest(length)
+        with aten_threads(stepper.aten_threads_around):
+            times = torch.arange(start, start + length, device=device)
+            history.add_drive(drive(model, times, (length, n_trials, n)), length)
+            return stepper.block(length), stepper.latest(length)
 
     def after(length: int) -> None:
-        history.advance(length, zero_read=not stepper.zeroes_read_rows)
+        with aten_threads(stepper.aten_threads_around):
+            history.advance(length, zero_read=not stepper.zeroes_read_rows)
 
     yield from blocks(model, equilibration_steps, n_steps, block, verbose, run, after)
 
@@ -147,9 +153,10 @@ def activation_blocks(
     stepper = choose_activation_stepper(model, data, activation, generator)
 
     def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
-        times = torch.arange(start, start + length, device=device)
-        inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
-        return stepper.block(inputs), activation
+        with aten_threads(stepper.aten_threads_around):
+            times = torch.arange(start, start + length, device=device)
+            inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
+            return stepper.block(inputs), activation
 
     yield from blocks(model, equilibration_steps, n_steps, block, verbose, run)
 

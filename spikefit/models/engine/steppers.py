@@ -19,7 +19,9 @@ Synaptic-activation models: :class:`ActivationStepper` (Python, the model's own 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +47,10 @@ COMPILED_LINKS = {
 RESCALED, BERNOULLI, POISSON, THRESHOLD = range(4)
 COMPILED_DRAWS = {Bernoulli: BERNOULLI, Poisson: POISSON, Threshold: THRESHOLD}
 #: Neuron-trials per thread below which another thread of a compiled loop does not pay.
-ROW_PER_THREAD = 1000
+ROW_PER_THREAD = 500
+#: The same for draws on the whole row (Poisson, per-step Bernoulli): one thread draws them
+#: all, in the row's order, so other threads pay only where the rest of a step dominates.
+ROW_DRAW_PER_THREAD = 50_000
 
 
 @dataclass
@@ -92,11 +97,25 @@ def addcmul_is_fused() -> bool:
     return bool(torch.full((64,), -1 - 2**-11).addcmul(x, x).ne(0).all())
 
 
-def loop_threads(width: int) -> int:
-    """Threads of a compiled loop over rows of ``width`` neuron-trials: torch's number of
-    threads (``torch.set_num_threads``), fewer where a thread would get less than
-    :data:`ROW_PER_THREAD` of the row."""
-    return max(1, min(torch.get_num_threads(), width // ROW_PER_THREAD))
+@contextlib.contextmanager
+def aten_threads(count: int | None) -> Iterator[None]:
+    """Runs the body on ``count`` ATen threads (None: as set), restored after."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def loop_threads(width: int, draw: int) -> int:
+    """Threads of a compiled loop over rows of ``width`` neuron-trials with spikes drawn as
+    ``draw``: torch's number of threads (``torch.set_num_threads``), fewer where a thread
+    would get less than :data:`ROW_PER_THREAD` of the row (:data:`ROW_DRAW_PER_THREAD` for
+    draws on the whole row)."""
+    share = ROW_DRAW_PER_THREAD if draw in (BERNOULLI, POISSON) else ROW_PER_THREAD
+    return max(1, min(torch.get_num_threads(), width // share))
 
 
 class ExponentialPools:
@@ -149,6 +168,8 @@ class CountStepper:
     """
 
     zeroes_read_rows = False
+    #: ATen threads of the Python work around a block (None: as set).
+    aten_threads_around = None
 
     def __init__(self, model, history: InputHistory, generator: torch.Generator) -> None:
         self.model, self.history = model, history
@@ -193,6 +214,8 @@ class RescaledStepper:
     """
 
     zeroes_read_rows = False
+    #: ATen threads of the Python work around a block (None: as set).
+    aten_threads_around = None
 
     def __init__(self, model, history: InputHistory, generator: torch.Generator) -> None:
         self.model, self.history = model, history
@@ -234,6 +257,9 @@ class CompiledStepper:
     """
 
     zeroes_read_rows = True
+    #: The Python work around a block runs on one ATen thread: the workers of a parallel
+    #: operation spin for a while after it, on the cores the loop's threads need.
+    aten_threads_around = 1
 
     def __init__(
         self, model, history: InputHistory, generator: torch.Generator, loops, emission
@@ -267,11 +293,14 @@ class CompiledStepper:
             self.remaining,
             self.last_input,
         )
-        self.threads = loop_threads(self.width)
+        self.threads, self.aten_threads = (
+            loop_threads(self.width, emission.draw),
+            torch.get_num_threads(),
+        )
 
     def block(self, length: int) -> SpikeBlock:
         positions = torch.tensor(self.draws.positions if self.rescaled else [])
-        keys, counts = self.run(positions.long(), length, self.threads, torch.get_num_threads())
+        keys, counts = self.run(positions.long(), length, self.threads, self.aten_threads)
         if self.rescaled:
             self.draws.positions = positions.tolist()
         return SpikeBlock(length, keys // self.width, keys % self.width, counts)
@@ -308,6 +337,8 @@ class ActivationStepper:
         activation: the activation s [K, N] at the start, updated in place.
     """
 
+    aten_threads_around = None
+
     def __init__(self, model, data: Data, activation: torch.Tensor) -> None:
         self.model, self.activation = model, activation
         self.pre, self.post = data.edge_index
@@ -341,6 +372,8 @@ class CompiledActivationStepper:
         emission: the model's emission for them.
     """
 
+    aten_threads_around = 1  # as CompiledStepper's
+
     def __init__(
         self,
         model,
@@ -373,7 +406,10 @@ class CompiledActivationStepper:
             [generator],
             activation.view(-1),
         )
-        self.threads = loop_threads(activation.numel())
+        self.threads, self.aten_threads = (
+            loop_threads(activation.numel(), emission.draw),
+            torch.get_num_threads(),
+        )
 
     def block(self, inputs: torch.Tensor) -> SpikeBlock:
         length, width = inputs.shape[0], self.activation.numel()
@@ -381,7 +417,7 @@ class CompiledActivationStepper:
             inputs.reshape(length, width).contiguous(),
             length,
             self.threads,
-            torch.get_num_threads(),
+            self.aten_threads,
         )
         return SpikeBlock(length, keys // width, keys % width, counts)
 

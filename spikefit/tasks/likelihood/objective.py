@@ -55,8 +55,9 @@ def time_major(trace: torch.Tensor) -> torch.Tensor:
 
 class StepCache:
     """Each chunk's spike traces and sparse target counts, computed on first use and kept
-    for the step's later evaluations: the traces time-major, as the products read them,
-    unless they depend on fitted (kernel) parameters.
+    for the step's later evaluations, unless they depend on fitted (kernel) parameters: the
+    presynaptic traces time-major, as the products with the coupling read them, the own
+    traces as they are, as the self kernel's weights read them.
 
     Args:
         model: the fitted model.
@@ -75,7 +76,7 @@ class StepCache:
             fixed = not any(t is not None and t.requires_grad for t in traces)
             targets = targets_of(chunk).to_sparse().coalesce()
             self.prepared[k] = (
-                (tuple(None if t is None else time_major(t) for t in traces) if fixed else None),
+                ((time_major(traces[0]), traces[1]) if fixed else None),
                 targets,
             )
         return self.prepared[k]

@@ -19,16 +19,23 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 import yaml
 from jsonargparse import ArgumentParser, lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from torch_geometric.data import Data
 
 from spikefit.checks import InputError, one_of, whole
 from spikefit.cli_errors import explain
 from spikefit.data import NetworkDataModule
 from spikefit.data.networks import DEFAULT_GENERATOR
-from spikefit.datasets import ConnectivityDataset, ConnectivityGenerator, graph_to_dense
+from spikefit.datasets import (
+    ConnectivityDataset,
+    ConnectivityGenerator,
+    graph_to_dense,
+    load_network,
+)
 from spikefit.files import load_file
 from spikefit.io import write_nwb, write_phy, write_raster, write_spike_times
 from spikefit.models import BaseModel
@@ -170,6 +177,7 @@ def simulate(
     model: BaseModel = DEFAULT_MODEL,
     generator: ConnectivityGenerator = DEFAULT_GENERATOR,
     network: str | None = None,
+    model_state: str | None = None,
     n_steps: int = 100_000,
     seed: int = 0,
     equilibration_steps: int = 100,
@@ -182,13 +190,17 @@ def simulate(
     Args:
         model: the spiking network model.
         generator: draws the network (unless ``network`` is given).
-        network: a folder of connectivity matrices; its first matrix is simulated.
+        network: a folder of connectivity matrices, whose first matrix is simulated, or a
+            network file of a fit (``fitted_network.pt``, :func:`~spikefit.datasets.load_network`).
+        model_state: a state dict saved by the model's ``save`` (a fit's ``fitted_model.pt``),
+            loaded into ``model`` first (:func:`load_model_state`).
         n_steps: recorded steps (one bin of ``model.dt`` ms each).
         seed: simulation seed.
         equilibration_steps: steps run first and not written.
         output: where the spikes go, the format by suffix: ``.npz`` spike times, ``.npy``/
             ``.pt`` raster, ``.nwb`` NWB, no suffix a Kilosort/phy folder. The true
-            connectivity goes beside it as ``W0.npy`` (dense [N, N], indexed [pre, post]).
+            connectivity goes beside it as ``W0.npy`` (dense [N, N], indexed [pre, post];
+            [N, N, B] for weights on a basis of B coupling kernels).
         sample_rate: sampling rate of a phy folder, in Hz.
         overwrite: replace existing files.
     """
@@ -201,7 +213,9 @@ def simulate(
         raise InputError(
             str(weights_path), "exists", "a new path, or --overwrite true to replace it"
         )
-    data = ConnectivityDataset(network)[0] if network is not None else generator.generate(1)[0]
+    if model_state is not None:
+        load_model_state(model, Path(model_state))
+    data = network_of(network, generator)
     spikes = model.simulate(data, n_steps, seed=seed, equilibration_steps=equilibration_steps)
     dt = float(model.dt)
     writers = {
@@ -220,6 +234,43 @@ def simulate(
         f"{rate:.2f} Hz mean rate → {output_path} (+ {weights_path})"
     )
     return output_path
+
+
+def network_of(network: str | None, generator: ConnectivityGenerator) -> Data:
+    """The network to simulate: drawn from ``generator`` (``network`` None), the network file
+    ``network`` or the first matrix of the folder ``network``."""
+    if network is None:
+        return generator.generate(1)[0]
+    path = Path(network)
+    return load_network(path) if path.is_file() else ConnectivityDataset(path)[0]
+
+
+def load_model_state(model: BaseModel, path: Path) -> None:
+    """Loads the state dict ``path`` into ``model``
+    (:meth:`~spikefit.models.BaseModel.load`); an InputError naming ``path`` when another
+    model saved it: other parameters, or other settings (a buffer such as the window T or
+    dt differs)."""
+    expected = (
+        f"a state dict saved by a {type(model).__name__} with the same arguments: the fit's "
+        "model, model.init_args.model in the run's config.yaml"
+    )
+    settings = {
+        name: buffer.clone()
+        for name, buffer in model.named_buffers()
+        if not name.startswith("stimulus.")
+    }
+    try:
+        model.load(path)
+    except RuntimeError as error:
+        problem = str(error).splitlines()[-1].strip()
+        raise InputError(str(path), f"does not fit the model: {problem}", expected) from None
+    differ = [
+        name for name, value in settings.items() if not torch.equal(value, model.get_buffer(name))
+    ]
+    if differ:
+        raise InputError(
+            str(path), f"was saved with other settings ({', '.join(differ)})", expected
+        )
 
 
 def run_simulate(argv: list[str]) -> None:

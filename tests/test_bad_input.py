@@ -20,7 +20,7 @@ from spikefit.checks import InputError
 from spikefit.cli import main
 from spikefit.datasets import ConnectivityDataset, NormalGenerator
 from spikefit.io import read_recording
-from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedLNP
+from spikefit.models import BernoulliGLM, FilterGLM, PoissonGLM, RectifiedLNP
 from spikefit.stimulus import LoadedStimulus, RegularStimulus
 from spikefit.tasks import LikelihoodFit, RateCalibration
 from spikefit.tasks.calibration import SEED_INTRODUCTION
@@ -462,6 +462,15 @@ RECORDINGS = [
         Case(f"fdr {value}", likelihood(good, extra=f"    fdr: {value}\n"), "model.fdr")
         for value in ("0", "1.5", ".nan")
     ],
+    *[
+        Case(
+            f"check_steps {value}",
+            likelihood(good, extra=f"    check_steps: {value}\n"),
+            "model.check_steps",
+        )
+        for value in ("-1", "2.5")
+    ],
+    Case("negative seed", likelihood(good, extra="    seed: -1\n"), "model.seed"),
     Case(
         "Newton with a shared parameter",
         likelihood(
@@ -500,6 +509,26 @@ def output_under_a_file(tmp_path: Path) -> list[str]:
         "--generator.init_args.n_neurons",
         "10",
     ]
+
+
+def simulate_fitted(tmp_path: Path, model_state: Path, network: Path | None = None) -> list[str]:
+    """``simulate`` of a FilterGLM (4 functions, the default 100 ms window) loading the
+    state ``model_state`` (and the network file ``network``)."""
+    args = ["simulate", "--model", "spikefit.models.FilterGLM", "--model.n_basis", "4"]
+    args += ["--model_state", str(model_state), "--n_steps", "10"]
+    args += ["--output", str(tmp_path / "out.npz")]
+    return args + (["--network", str(network)] if network is not None else [])
+
+
+def state_of_other_settings(tmp_path: Path) -> list[str]:
+    FilterGLM(window_ms=30, n_basis=4).save(tmp_path / "m.pt")  # T = 30 steps, not 100
+    return simulate_fitted(tmp_path, tmp_path / "m.pt")
+
+
+def network_file_of_a_matrix(tmp_path: Path) -> list[str]:
+    FilterGLM(n_basis=4).save(tmp_path / "m.pt")
+    torch.save(torch.zeros(3, 3), tmp_path / "net.pt")
+    return simulate_fitted(tmp_path, tmp_path / "m.pt", tmp_path / "net.pt")
 
 
 def log_dir_under_a_file(tmp_path: Path) -> list[str]:
@@ -543,6 +572,8 @@ MODELS_AND_OUTPUTS = [
         "missing_networks",
     ),
     Case("unknown simulate option", lambda tmp_path: ["simulate", "--steps", "5"], "--steps"),
+    Case("model state of other settings", state_of_other_settings, "m.pt"),
+    Case("network file holding a matrix", network_file_of_a_matrix, "net.pt"),
 ]
 
 
@@ -702,6 +733,21 @@ PYTHON_API = [
         )
         for fdr in (0, 1.5, float("nan"))
     ],
+    *[
+        python_case(
+            lambda p, steps=steps: LikelihoodFit(
+                BernoulliGLM(**SEED_INTRODUCTION), check_steps=steps
+            ),
+            InputError,
+            "LikelihoodFit.check_steps",
+        )
+        for steps in (-1, 2.5)
+    ],
+    python_case(
+        lambda p: LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), seed=-1),
+        InputError,
+        "LikelihoodFit.seed",
+    ),
     python_case(lambda p: read_recording(p / "missing.npz", 1.0), FileNotFoundError, "missing.npz"),
     python_case(lambda p: ConnectivityDataset(p / "missing"), InputError, "missing"),
     python_case(differing_save, FileExistsError, "0.pt"),

@@ -5,7 +5,7 @@ from spikefit.datasets.generators import (
     NormalGenerator,
     UniformGenerator,
 )
-from spikefit.datasets.graph import dense_to_graph, graph_to_dense
+from spikefit.datasets.graph import dense_to_graph, graph_to_dense, load_network, save_network
 
 __all__ = [
     "ConnectivityDataset",
@@ -15,4 +15,6 @@ __all__ = [
     "MexicanHatGenerator",
     "dense_to_graph",
     "graph_to_dense",
+    "load_network",
+    "save_network",
 ]

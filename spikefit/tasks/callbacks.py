@@ -12,6 +12,8 @@ import lightning as L
 import numpy as np
 from typing_extensions import override
 
+from spikefit.datasets import save_network
+
 
 class DiscardFailedRun(L.Callback):
     """Removes the run directory of a run that fails, when everything in it was written by
@@ -106,3 +108,32 @@ class WriteConnections(RunOutput):
             writer = csv.writer(file)
             writer.writerow(table)
             writer.writerows(zip(*table.values(), strict=True))
+
+
+class WriteFilters(RunOutput):
+    """``fitted_filters.npz``: the arrays of the task's ``fitted_filters()`` (nothing when it
+    is None)."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        arrays = pl_module.fitted_filters()
+        if arrays is None:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(log_dir / "fitted_filters.npz", **arrays)
+
+
+class WriteFittedModel(RunOutput):
+    """``fitted_model.pt``, the task's ``fitted_model()`` by its own ``save`` (its state
+    dict), and ``fitted_network.pt``, the task's ``fitted_network()``
+    (:func:`~spikefit.datasets.save_network`): what ``python -m spikefit simulate`` runs
+    (nothing when the fitted model is None)."""
+
+    @override
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, log_dir: Path) -> None:
+        model = pl_module.fitted_model()
+        if model is None:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True)
+        model.save(log_dir / "fitted_model.pt")
+        save_network(pl_module.fitted_network(), log_dir / "fitted_network.pt")

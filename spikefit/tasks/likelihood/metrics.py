@@ -104,3 +104,17 @@ def connections_figure(connections: Connections, n_neurons: int) -> Figure:
     )
     figure.tight_layout()
     return figure
+
+
+def panel_grid(count: int, title: str, columns: int = 4) -> tuple[Figure, list]:
+    """A figure titled ``title`` with ``count`` small panels, ``columns`` a row (the unused
+    ones of the last row hidden): the figure and its panels."""
+    from matplotlib.figure import Figure
+
+    rows = max(1, math.ceil(count / columns))
+    figure = Figure(figsize=(3 * columns, 2.4 * rows + 0.6), layout="tight")
+    panels = list(figure.subplots(rows, columns, squeeze=False).flat)
+    for panel in panels[count:]:
+        panel.set_visible(False)
+    figure.suptitle(title)
+    return figure, panels[:count]

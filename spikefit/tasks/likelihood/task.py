@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -15,20 +16,27 @@ from torch_geometric.data import Data
 from torchmetrics import SumMetric
 from typing_extensions import override
 
-from spikefit.checks import InputError, in_range, one_of
+from spikefit.checks import InputError, in_range, one_of, whole
 from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
-from spikefit.models import BaseModel
+from spikefit.models import BaseModel, SAModel
 from spikefit.models.emissions import Emission
 from spikefit.tasks.callbacks import (
     WriteConnections,
     WriteCouplingMatrix,
     WriteFigures,
+    WriteFilters,
+    WriteFittedModel,
     WriteSummary,
 )
 from spikefit.tasks.checkpoints import match_state, stamp
 from spikefit.tasks.defaults import DEFAULT_MODEL, own_model
-from spikefit.tasks.likelihood import newton, parameters, uncertainty
+from spikefit.tasks.likelihood import newton, parameters, predictive, uncertainty
+from spikefit.tasks.likelihood.filters import (
+    coupling_filters_figure,
+    fitted_filters,
+    post_spike_figure,
+)
 from spikefit.tasks.likelihood.metrics import (
     SUMS,
     connections_figure,
@@ -51,6 +59,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SPLITS = ("train", "heldout")
+#: Neuron-bins of the posterior-predictive simulation by default (the compiled engine's
+#: ~50 M neuron-steps/s make it seconds), and its bins for a model simulated step by step.
+CHECK_NEURON_BINS, CHECK_REFERENCE_BINS = 100_000_000, 10_000
+#: The pairs whose coupling filters and cross-correlograms are drawn.
+STRONGEST_PAIRS = 12
+#: The smallest and largest lag (bins) of the posterior-predictive cross-correlograms.
+CCG_LAGS = (20, 200)
 
 
 class LikelihoodFit(L.LightningModule):
@@ -97,6 +112,12 @@ class LikelihoodFit(L.LightningModule):
         fdr: the false discovery rate q in (0, 1) at which the fitted pairs are called
             excitatory or inhibitory at the end of the fit
             (:mod:`~spikefit.tasks.likelihood.uncertainty`).
+        check_steps: bins of the posterior-predictive check at the end of the fit
+            (:mod:`~spikefit.tasks.likelihood.predictive`): the fitted network simulated and
+            compared with the recorded training bins; None: the training bins, at most
+            :data:`CHECK_NEURON_BINS` neuron-bins (:data:`CHECK_REFERENCE_BINS` bins for a
+            model without declared kernels); 0 skips it.
+        seed: the seed of the posterior-predictive simulation.
     """
 
     def __init__(
@@ -110,6 +131,8 @@ class LikelihoodFit(L.LightningModule):
         regularizer: Regularizer | None = None,
         solver: Solver | None = None,
         fdr: float = 0.05,
+        check_steps: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
@@ -119,6 +142,9 @@ class LikelihoodFit(L.LightningModule):
         model = own_model(model)
         one_of(f"{owner}.coupling", coupling, parameters.COUPLINGS)
         in_range(f"{owner}.fdr", fdr, 0, 1, low_open=True, high_open=True)
+        if check_steps is not None:
+            whole(f"{owner}.check_steps", check_steps, 0)
+        whole(f"{owner}.seed", seed, 0)
         available = model.tunable_parameters
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
             unknown = [name for name in names if name not in available]
@@ -173,6 +199,7 @@ class LikelihoodFit(L.LightningModule):
         self.outside_blocks: list[str] = []  # fitted names outside the blocks
         self.standard_errors: torch.Tensor | None = None  # [N, P] at the end of the fit
         self.connections: uncertainty.Connections | None = None
+        self.predictive: predictive.PredictiveCheck | None = None
         self.refractory_scale: nn.Parameter | None = None
         self.results: dict = {}
         self.converged = False
@@ -411,16 +438,128 @@ class LikelihoodFit(L.LightningModule):
 
     @override
     def on_train_end(self) -> None:
-        """The standard errors of every block's entries and, with fitted coupling, the
-        connection calls at the parameters the training ends with, over every process's
-        training chunks (:mod:`~spikefit.tasks.likelihood.uncertainty`)."""
-        if not self.block_mask().shape[1]:
+        """At the parameters the training ends with: the standard errors of every block's
+        entries and, with fitted coupling, the connection calls, over every process's
+        training chunks (:mod:`~spikefit.tasks.likelihood.uncertainty`); then the
+        posterior-predictive check (:meth:`check_prediction`)."""
+        if self.block_mask().shape[1]:
+            with torch.enable_grad():
+                errors, covariance = uncertainty.uncertainty(
+                    self, list(self.trainer.train_dataloader)
+                )
+            self.standard_errors = errors.cpu()
+            if covariance is not None:
+                self.connections = uncertainty.connections(self, covariance)
+        self.check_prediction()
+
+    def check_prediction(self) -> None:
+        """The posterior-predictive check, by process 0: :meth:`fitted_model` simulated on
+        :meth:`fitted_network` for :meth:`check_length` bins with ``seed`` against the
+        recorded training bins, the cross-correlograms of the :meth:`strongest_pairs`
+        (:func:`~spikefit.tasks.likelihood.predictive.posterior_predictive`); its summary
+        goes to ``posterior_predictive`` (skipped, with the reason, where the fitted model
+        is not a spikefit model of its own)."""
+        steps = self.check_length()
+        if not steps or not self.trainer.is_global_zero:
             return
+        model = self.fitted_model()
+        if model is None:
+            self.results["posterior_predictive"] = {
+                "skipped": f"the refractory scales cannot be folded into "
+                f"{type(self.model).__name__}'s self kernel, which is not on a basis"
+            }
+            return
+        recorded = self.trainer.datamodule.spikes[:, : self.trainer.datamodule.n_train_bins]
+        pairs, _ = self.strongest_pairs()
+        self.predictive = predictive.posterior_predictive(
+            model,
+            self.fitted_network(),
+            recorded,
+            steps,
+            self.hparams.seed,
+            self.edge_index.cpu()[:, pairs],
+            min(max(self.history_bins, CCG_LAGS[0]), CCG_LAGS[1]),
+        )
+        self.results["posterior_predictive"] = self.predictive.summary()
+
+    def check_length(self) -> int:
+        """Bins of the posterior-predictive check: ``check_steps``, or by default the
+        training bins, at most :data:`CHECK_NEURON_BINS` neuron-bins
+        (:data:`CHECK_REFERENCE_BINS` bins for a model simulated step by step)."""
+        if self.hparams.check_steps is not None:
+            return self.hparams.check_steps
+        most = (
+            CHECK_NEURON_BINS // self.n_neurons
+            if self.model.declares_kernels
+            else CHECK_REFERENCE_BINS
+        )
+        return min(self.trainer.datamodule.n_train_bins, most)
+
+    # ------------------------------------------------------------------ the fitted network
+    def fitted_model(self) -> BaseModel | None:
+        r"""The fitted model as a spikefit model of its own (a copy, without gradients), the
+        refractory scales :math:`s_i` folded into the weights of its self kernel's basis
+        (:math:`v_{ia} \leftarrow s_i v_{ia}`); None where they cannot be (a self kernel not
+        on a basis)."""
+        model = copy.deepcopy(self.model).requires_grad_(False)
+        if self.refractory_scale is None:
+            return model
+        weights = model.self_kernel_weights()
+        if model.self_basis() is None or not isinstance(weights, nn.Parameter):
+            return None
+        scale = self.refractory_scale.detach().unsqueeze(1)
+        weights.data = scale * weights.detach().expand(self.n_neurons, -1)
+        return model
+
+    def fitted_network(self) -> Data:
+        """The fitted (or given) coupling as a network: ``edge_index`` [2, E] and ``W0`` [E],
+        or [E, B] on the model's coupling basis of B functions."""
+        return Data(
+            edge_index=self.edge_index.clone(),
+            W0=self.coupling_weights.detach().clone(),
+            num_nodes=self.n_neurons,
+        )
+
+    @property
+    def fits_filters(self) -> bool:
+        """Whether the fit shapes a filter of the spike history (the coupling, the
+        refractory scale or parameters of the self or coupling kernels) of a model whose
+        input is its declared history kernels (not a synaptic-activation model's)."""
+        model = self.model
+        if not model.declares_kernels or isinstance(model, SAModel):
+            return False
         with torch.enable_grad():
-            errors, covariance = uncertainty.uncertainty(self, list(self.trainer.train_dataloader))
-        self.standard_errors = errors.cpu()
-        if covariance is not None:
-            self.connections = uncertainty.connections(self, covariance)
+            kernels = (model.self_kernel(), model.coupling_basis())
+        return (
+            self.fits_coupling
+            or self.refractory_scale is not None
+            or any(kernel is not None and kernel.requires_grad for kernel in kernels)
+        )
+
+    def fitted_filters(self) -> dict[str, np.ndarray] | None:
+        """The arrays of ``fitted_filters.npz``
+        (:func:`~spikefit.tasks.likelihood.filters.fitted_filters`) where the fit shapes a
+        history filter (:attr:`fits_filters`), else None."""
+        if not self.fits_filters:
+            return None
+        return fitted_filters(
+            self.model,
+            self.edge_index,
+            self.coupling_weights.detach(),
+            self.n_neurons,
+            None if self.refractory_scale is None else self.refractory_scale.detach(),
+        )
+
+    def strongest_pairs(self, count: int = STRONGEST_PAIRS) -> tuple[torch.Tensor, str]:
+        r"""The indices [≤ count] of the coupled pairs with the largest Wald statistic (with
+        connection calls), else with the largest summed filter in absolute value
+        :math:`|r_i \sum_b w_{jib} \sum_\tau B_b(\tau)|`, strongest first; and which."""
+        if self.connections is not None:
+            score, ranked = self.connections.statistic.nan_to_num(nan=-math.inf), "Wald statistic"
+        else:
+            r = self.model.edge_recurrence(self.edge_index).reshape(-1)
+            score, ranked = (self.pair_weights() * r).detach().abs().cpu(), "|summed filter|"
+        return score.argsort(descending=True)[:count], ranked
 
     def newton_system(
         self,
@@ -506,9 +645,16 @@ class LikelihoodFit(L.LightningModule):
 
     @override
     def configure_callbacks(self) -> list[L.Callback]:
-        """``fitted_W0.npy``, ``connections.csv``, the figures and the summary, written at the
-        end of a fit."""
-        return [WriteCouplingMatrix(), WriteConnections(), WriteFigures(), WriteSummary()]
+        """``fitted_W0.npy``, ``connections.csv``, ``fitted_filters.npz``, ``fitted_model.pt``
+        and ``fitted_network.pt``, the figures and the summary, written at the end of a fit."""
+        return [
+            WriteCouplingMatrix(),
+            WriteConnections(),
+            WriteFilters(),
+            WriteFittedModel(),
+            WriteFigures(),
+            WriteSummary(),
+        ]
 
     def connection_table(self) -> dict[str, list] | None:
         """The columns of ``connections.csv`` (:meth:`Connections.table
@@ -520,7 +666,8 @@ class LikelihoodFit(L.LightningModule):
         """What the fit achieved, as written to ``summary.json``: log-likelihoods in nats per
         neuron per bin and the metrics of the last validation (at ``metrics_at_step``, of
         ``steps`` solver steps; validate every epoch to have them at the end), the standard
-        errors and the counts of the connection calls (:meth:`uncertainty_summary`)."""
+        errors and the counts of the connection calls (:meth:`uncertainty_summary`), the
+        posterior-predictive check (``posterior_predictive``)."""
         fitted = {name: self.model.get_parameter(name).tolist() for name in self.fitted}
         if self.refractory_scale is not None:
             fitted["refractory_scale"] = self.refractory_scale.tolist()
@@ -593,12 +740,16 @@ class LikelihoodFit(L.LightningModule):
                 f"  connections at FDR q ≤ {calls['fdr']:g}: {calls['excitatory']} excitatory, "
                 f"{calls['inhibitory']} inhibitory, {calls['none']} none"
             )
+        if "posterior_predictive" in summary:
+            lines.append(predictive.describe(summary["posterior_predictive"]))
         return "\n".join(lines)
 
     def figures(self) -> dict[str, Figure]:
         """After a fit of the coupling: ``connections``, the called matrix; with a known
         network too: ``coupling``, fitted against true weights and the ROC curve of |W| for
-        edge detection."""
+        edge detection; the fitted filters (:meth:`filter_figures`) and the
+        posterior-predictive check's (``predictive_rates``, ``predictive_isi``,
+        ``predictive_ccg``)."""
         figures = {}
         if self.connections is not None:
             figures["connections"] = connections_figure(self.connections, self.n_neurons)
@@ -606,4 +757,23 @@ class LikelihoodFit(L.LightningModule):
             figures["coupling"] = coupling_figure(
                 *self._compared_weights(), self.n_neurons, self.results
             )
+        arrays = self.fitted_filters()
+        if arrays is not None:
+            figures |= self.filter_figures(arrays)
+        if self.predictive is not None:
+            figures |= self.predictive.figures()
+        return figures
+
+    def filter_figures(self, arrays: dict[str, np.ndarray]) -> dict[str, Figure]:
+        """From the :meth:`fitted_filters` ``arrays``: ``post_spike_filters``, every unit's
+        post-spike gain (with a self kernel), and ``coupling_filters``, those of the
+        :meth:`strongest_pairs` (with coupled pairs)."""
+        figures = {}
+        if self.model.self_kernel() is not None:
+            figures["post_spike_filters"] = post_spike_figure(
+                arrays["self_filters"], arrays["lag_ms"]
+            )
+        pairs, ranked = self.strongest_pairs()
+        if len(pairs):
+            figures["coupling_filters"] = coupling_filters_figure(arrays, pairs.numpy(), ranked)
         return figures

@@ -1,5 +1,7 @@
 """`python -m spikefit simulate`: spikes and true connectivity written for later fits."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,6 @@ CONFIGS = __import__("pathlib").Path(__file__).parent.parent / "configs"
 
 
 def test_simulate_then_fit_configs_round_trip(tmp_path, monkeypatch):
-    import json
 
     monkeypatch.chdir(tmp_path)  # the configs use paths relative to the working directory
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -113,3 +114,22 @@ def test_the_tasks_import_from_the_top_level_lazily():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_recording_config_needs_only_the_recording(tmp_path, monkeypatch):
+    """configs/fit_recording.yaml on a spike-times npz given by --data.path alone (fewer solver
+    iterations, to be quick): the learned filters, the connection calls and the check."""
+    monkeypatch.chdir(tmp_path)
+    main(["simulate", "--n_steps", "20000", "--seed", "3", "--output", "recording.npz",
+          "--generator.init_args.n_neurons", "12"])  # fmt: skip
+    config = str(CONFIGS / "fit_recording.yaml")
+    quick = ["--model.solver.init_args.max_iter", "30", "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--config", config, "--data.path", "recording.npz", *quick])
+    run = next(tmp_path.rglob("summary.json")).parent
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bits_per_spike"]["heldout"] > 0
+    assert set(summary["connections"]) == {"excitatory", "inhibitory", "none", "fdr"}
+    assert "stable" in summary["posterior_predictive"]
+    filters = np.load(run / "fitted_filters.npz")
+    assert filters["coupling_basis"].shape == (8, 100)
+    assert (run / "connections.csv").is_file()

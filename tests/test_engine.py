@@ -1,6 +1,8 @@
 """The compiled simulation loops: the same spikes as the Python loops for every built-in model,
 emission, basis and thread count, and a clean fallback."""
 
+import math
+
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
@@ -250,3 +252,28 @@ def test_fallback_when_the_loop_cannot_be_built(monkeypatch):
         assert spikes.shape == (40, 300) and spikes.sum() > 0
     finally:
         native.compiled_loops.cache_clear()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_time_rescaled_counts_are_poisson(threads, monkeypatch):
+    """Uncoupled PoissonGLM neurons at μ = Δt/α e^{βb} = 3 spikes per step: the compiled and the
+    Python loop give the same counts (several rounds of draws in most steps, parts sharing
+    trials), and they are Poisson(3): mean and variance 3, P(0) = e^{-3}, P(1) = 3 e^{-3}."""
+    data = networks(1, 600)
+    model = PoissonGLM(alpha=1.0, beta=1.0, T=5, tau=1.0, dt=1.0, r=0.0, b=math.log(3.0))
+    assert steppers.loop_emission(model, 1200, rescaled=True).draw == steppers.RESCALED_COUNTS
+    monkeypatch.setattr(steppers, "ROW_PER_THREAD", 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = both_loops(model, data, monkeypatch, n_steps=400, seed=5, n_trials=2)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(runs[0], runs[1])
+    counts = runs[0].float().flatten()
+    n = counts.numel()  # 480,000 independent Poisson(3) counts
+    assert abs(counts.mean() - 3) < 4 * math.sqrt(3 / n)
+    assert abs(counts.var() - 3) < 4 * math.sqrt(2 * 9 / n + 3 / n)
+    for k, probability in ((0, math.exp(-3)), (1, 3 * math.exp(-3))):
+        share = (counts == k).float().mean()
+        assert abs(share - probability) < 4 * math.sqrt(probability / n)

@@ -6,7 +6,13 @@
 namespace spikefit {
 
 enum Link : int64_t { kLogistic = 0, kExponential = 1, kRectified = 2, kIdentity = 3 };
-enum Draw : int64_t { kRescaled = 0, kBernoulli = 1, kPoisson = 2, kThreshold = 3 };
+enum Draw : int64_t {
+  kRescaled = 0,  // Bernoulli by time rescaling
+  kBernoulli = 1,
+  kPoisson = 2,
+  kThreshold = 3,
+  kRescaledCounts = 4  // Poisson counts by time rescaling
+};
 
 // Pieces of a row of `width` values. ATen evaluates sigmoid and softplus over the row in
 // at::parallel_for chunks, each with vector instructions from its start and scalar ones for its

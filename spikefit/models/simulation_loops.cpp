@@ -13,6 +13,10 @@ at::Tensor checked(const at::Tensor& t, at::ScalarType type, const char* name) {
   return t;
 }
 
+// Most draws of a neuron-trial in one step of counts by time rescaling (one more than the
+// engine's largest credible count, so that a runaway is seen).
+constexpr int64_t kMaxRounds = 256;
+
 // A step reaches many of a part's neuron-trials when it visits more than 1 in kDenseReach.
 constexpr int64_t kDenseReach = 4;
 
@@ -53,6 +57,7 @@ std::tuple<at::Tensor, at::Tensor> gather(const std::vector<std::vector<int64_t>
 struct Part {
   int64_t lo = 0, hi = 0;
   std::vector<int64_t> fired[2];
+  std::vector<int64_t> pending[2];  // of the rounds of counts by time rescaling
   std::vector<int64_t> keys;
   std::vector<float> counts;
 };
@@ -82,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   const int64_t n = targets.size(0), degree = targets.size(1), n_basis = coupling.size(1);
   const int64_t width = future.size(1), trials = width / n, support = coupling.size(0);
   const int64_t window = ref.size(0), ref_columns = ref.size(1), ref_stride = ref_columns > 1;
-  const bool rescaled = draw == kRescaled;
+  const bool counting = draw == kRescaledCounts, rescaled = draw == kRescaled || counting;
   TORCH_CHECK(trials * n == width && weights.numel() == n * degree * n_basis &&
               future.size(0) >= length + std::max(support, window) && latest.numel() == width);
   TORCH_CHECK(!rescaled || (remaining.numel() == width && pools.size(0) == trials &&
@@ -100,6 +105,8 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   const int64_t pool_size = rescaled ? pools.size(1) : 0;
   at::Tensor rates_row = at::empty({width}, at::kFloat), work_row = at::empty({width}, at::kFloat);
   float* rates = rates_row.data_ptr<float>();
+  at::Tensor counted_row = at::empty({counting ? width : 0}, at::kFloat);
+  float* counted = counted_row.data_ptr<float>();  // counts of the step (time-rescaled)
   float* work = work_row.data_ptr<float>();
   std::unique_ptr<std::atomic<int64_t>[]> refilled(new std::atomic<int64_t>[trials]);
   for (int64_t k = 0; k < trials; ++k) refilled[k].store(-1);
@@ -124,20 +131,23 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   std::vector<std::vector<int64_t>> positions_of(parts, initial);
   Team& team = Team::instance();
 
-  // The fired neuron-trials of part q in trial k, from the list of step parity `side`.
-  auto fired_in = [&](int64_t q, int side, int64_t k) {
-    const std::vector<int64_t>& list = part[q].fired[side];
+  // The entries of a sorted list of neuron-trials that lie in trial k.
+  auto in_trial = [&](const std::vector<int64_t>& list, int64_t k) {
     return std::make_pair(std::lower_bound(list.begin(), list.end(), k * n),
                           std::lower_bound(list.begin(), list.end(), (k + 1) * n));
   };
+  // The fired neuron-trials of part q in trial k, from the list of step parity `side`.
+  auto fired_in = [&](int64_t q, int side, int64_t k) { return in_trial(part[q].fired[side], k); };
 
-  // Rescaled draws of part p's spikes in trial k: the pool's next ones, after those of the
-  // lower parts; the trial's first part refills an exhausted pool, its other parts wait.
-  auto redraw = [&](int64_t p, int side, int64_t k, int64_t s) {
+  // Rescaled draws for the neuron-trials of part p in trial k listed by list_of(q) for every
+  // part q: the pool's next ones, after those of the lower parts, replacing the hazard left
+  // (Bernoulli: one spike at most) or added to it (counts); the trial's first part refills an
+  // exhausted pool and marks it with `key`, its other parts wait for the mark.
+  auto redraw = [&](int64_t p, const auto& list_of, int64_t k, int64_t key) {
     std::vector<int64_t>& position = positions_of[p];
     int64_t before = 0, total = 0;
     for (int64_t q = first_part[k]; q <= last_part[k]; ++q) {
-      const auto range = fired_in(q, side, k);
+      const auto range = in_trial(list_of(q), k);
       const int64_t count = range.second - range.first;
       before += q < p ? count : 0;
       total += count;
@@ -146,17 +156,45 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     if (position[k] + total > pool_size) {
       if (p == first_part[k]) {
         pools.select(0, k).exponential_(1.0, generators[k]);
-        refilled[k].store(s);
+        refilled[k].store(key);
         team.wake();
       } else {
-        team.await([&] { return refilled[k].load() == s; });
+        team.await([&] { return refilled[k].load() == key; });
       }
       position[k] = 0;
     }
     const float* draw_k = pools.data_ptr<float>() + k * pool_size + position[k] + before;
-    const auto range = fired_in(p, side, k);
-    for (auto f = range.first; f != range.second; ++f) left[*f] = draw_k[f - range.first];
+    const auto range = in_trial(list_of(p), k);
+    for (auto f = range.first; f != range.second; ++f)
+      left[*f] = counting ? left[*f] + draw_k[f - range.first] : draw_k[f - range.first];
     position[k] += total;
+  };
+
+  // Counts by time rescaling: a neuron-trial whose hazard left is still not above 0 after a
+  // round of draws fires once more and draws again, round after round (all parts meet
+  // between rounds), at most kMaxRounds times in a step.
+  auto count_rounds = [&](int64_t p, int side, int64_t s) {
+    Part& me = part[p];
+    for (int64_t i : me.fired[side]) counted[i] = 1.f;
+    const auto fired_of = [&](int64_t q) -> const std::vector<int64_t>& { return part[q].fired[side]; };
+    for (int64_t k = me.lo / n; k * n < me.hi; ++k) redraw(p, fired_of, k, s * kMaxRounds);
+    for (int64_t round = 1;; ++round) {
+      const std::vector<int64_t>& last = round == 1 ? me.fired[side] : me.pending[(round - 1) & 1];
+      std::vector<int64_t>& next = me.pending[round & 1];
+      next.clear();
+      for (int64_t i : last)
+        if (left[i] <= 0) next.push_back(i);
+      team.sync();
+      bool any = false;
+      for (const Part& other : part) any = any || !other.pending[round & 1].empty();
+      if (!any || round >= kMaxRounds) return;
+      for (int64_t i : next) counted[i] += 1.f;
+      const auto pending_of = [&](int64_t q) -> const std::vector<int64_t>& {
+        return part[q].pending[round & 1];
+      };
+      for (int64_t k = me.lo / n; k * n < me.hi; ++k)
+        redraw(p, pending_of, k, s * kMaxRounds + round);
+    }
   };
 
   // Delivery into part p's range of the spikes of step s: sums over the fired presynaptic
@@ -285,8 +323,12 @@ std::tuple<at::Tensor, at::Tensor> history_block(
         }
         team.sync();
       }
-      if (rescaled)
-        for (int64_t k = me.lo / n; k * n < me.hi; ++k) redraw(p, side, k, s);
+      if (counting) {
+        count_rounds(p, side, s);
+      } else if (rescaled) {
+        const auto fired_of = [&](int64_t q) -> const std::vector<int64_t>& { return part[q].fired[side]; };
+        for (int64_t k = me.lo / n; k * n < me.hi; ++k) redraw(p, fired_of, k, s);
+      }
       deliver(p, side, s);
       for (int64_t i : fired) {
         me.keys.push_back(s * width + i);
@@ -294,7 +336,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
       }
     }
   };
-  drawn_counts = nullptr;
+  drawn_counts = counting ? counted : nullptr;
   {
     pybind11::gil_scoped_release release;
     team.run(static_cast<int>(parts), job);
@@ -326,7 +368,7 @@ std::tuple<at::Tensor, at::Tensor> activation_block(
     checked(t, at::kFloat, "activation_block");
   const int64_t n = rowptr.numel() - 1, width = activation.numel(), trials = width / n;
   TORCH_CHECK(trials * n == width && inputs.numel() >= length * width && r.numel() == n &&
-              decay.numel() == n && dt.numel() == n && draw != kRescaled &&
+              decay.numel() == n && dt.numel() == n && draw != kRescaled && draw != kRescaledCounts &&
               (draw == kThreshold || generators.size() == 1));
   const Row row(width, aten_threads);
   const Emission emission(link, draw, unit_dt, parameters, n, row);

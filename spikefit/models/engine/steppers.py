@@ -41,10 +41,15 @@ COMPILED_LINKS = {
     Rectified: (2, ("lambda_0", "theta", "dt")),
     Identity: (3, ()),
 }
-#: How the compiled loops draw spikes: Bernoulli by time rescaling (spike-history models) or
-#: by ``torch.bernoulli`` on every neuron's probability, Poisson by ``torch.poisson``,
-#: threshold crossings of the model's ``theta``.
-RESCALED, BERNOULLI, POISSON, THRESHOLD = range(4)
+#: How the compiled loops draw spikes: Bernoulli spikes and Poisson counts by time rescaling
+#: (spike-history models) or by ``torch.bernoulli`` and ``torch.poisson`` on every neuron's
+#: rate (synaptic-activation models), threshold crossings of the model's ``theta``.
+RESCALED, BERNOULLI, POISSON, THRESHOLD, RESCALED_COUNTS = range(5)
+#: Time rescaling of each emission (spike-history models).
+RESCALED_DRAWS = {BERNOULLI: RESCALED, POISSON: RESCALED_COUNTS}
+#: Most Exp(1) draws of one neuron-trial in a step of time-rescaled counts: one more than the
+#: largest credible count, so that a runaway is seen (as the compiled loop's kMaxRounds).
+MAX_ROUNDS = 256
 COMPILED_DRAWS = {Bernoulli: BERNOULLI, Poisson: POISSON, Threshold: THRESHOLD}
 #: Neuron-trials per thread below which another thread of a compiled loop does not pay.
 ROW_PER_THREAD = 500
@@ -84,7 +89,7 @@ def loop_emission(model, n: int, rescaled: bool) -> LoopEmission | None:
     except (RuntimeError, ValueError):  # e.g. a parameter per trial
         return None
     return LoopEmission(
-        code, RESCALED if rescaled and draw == BERNOULLI else draw, unit_dt, parameters
+        code, RESCALED_DRAWS.get(draw, draw) if rescaled else draw, unit_dt, parameters
     )
 
 
@@ -205,10 +210,17 @@ def rescaled_start(
 
 
 class RescaledStepper:
-    """Time-rescaled sampling of a Bernoulli emission with the emission's hazard.
+    r"""Time-rescaled sampling of a Bernoulli or Poisson emission. Every neuron-trial keeps
+    the hazard :math:`R` it has left before it fires, an Exp(1) draw; a step subtracts its
+    hazard (Bernoulli: :math:`-\log(1 - p)`; Poisson: the expected count μ). A Bernoulli
+    neuron whose R reaches 0 fires and draws a new R; a Poisson neuron fires once per
+    Exp(1) draw added to R until R is above 0 again, which gives Poisson(μ) counts
+    (a Poisson process of rate μ per step), in rounds of draws in the order of the
+    neuron-trials, at most :data:`MAX_ROUNDS` in a step.
 
     Args:
-        model: the model (its emission is a :class:`~spikefit.models.emissions.Bernoulli`).
+        model: the model (its emission a :class:`~spikefit.models.emissions.Bernoulli` or
+            :class:`~spikefit.models.emissions.Poisson`).
         history: the run's input buffer.
         generator: the run's generator (the Exp(1) thresholds of every trial come from it).
     """
@@ -221,23 +233,43 @@ class RescaledStepper:
         self.model, self.history = model, history
         n, n_trials = history.n_neurons, history.n_trials
         self.emission = model.effective_emission
+        self.counting = isinstance(self.emission, Poisson)
         self.draws, self.remaining = rescaled_start(n, n_trials, generator)
         self.trial_of = torch.arange(n_trials * n, device=generator.device) // n
         self.raster = torch.empty(
             history.future.shape[0] - history.window,
             n_trials * n,
-            dtype=torch.bool,
+            dtype=torch.float32 if self.counting else torch.bool,
             device=generator.device,
         )
+
+    def hazard(self, input: torch.Tensor) -> torch.Tensor:
+        """The hazard of every neuron-trial in the step of ``input``."""
+        if self.counting:
+            return self.emission.rates(self.model, input)
+        return self.emission.hazard(self.model, input)
 
     def block(self, length: int) -> SpikeBlock:
         inputs, remaining = self.history.inputs, self.remaining
         for step in range(length):
-            hazard = self.emission.hazard(self.model, inputs[step])
-            remaining.view(self.history.n_trials, -1).sub_(hazard)
-            active = torch.le(remaining, 0, out=self.raster[step]).nonzero().squeeze(1)
-            remaining.index_copy_(0, active, self.draws.take(self.trial_of[active]))
-            self.history.deliver(step, active, None)
+            remaining.view(self.history.n_trials, -1).sub_(self.hazard(inputs[step]))
+            if not self.counting:
+                fired = torch.le(remaining, 0, out=self.raster[step]).nonzero().squeeze(1)
+                remaining.index_copy_(0, fired, self.draws.take(self.trial_of[fired]))
+                self.history.deliver(step, fired, None)
+                continue
+            fired = remaining.le(0).nonzero().squeeze(1)
+            counts = self.raster[step].zero_()
+            counts[fired] = 1
+            remaining.index_add_(0, fired, self.draws.take(self.trial_of[fired]))
+            pending = fired
+            for _ in range(MAX_ROUNDS - 1):
+                pending = pending[remaining[pending] <= 0]
+                if not len(pending):
+                    break
+                counts.index_add_(0, pending, torch.ones_like(pending, dtype=counts.dtype))
+                remaining.index_add_(0, pending, self.draws.take(self.trial_of[pending]))
+            self.history.deliver(step, fired, counts[fired])
         return SpikeBlock.from_raster(self.raster[:length])
 
     def latest(self, length: int) -> torch.Tensor:
@@ -265,7 +297,7 @@ class CompiledStepper:
         self, model, history: InputHistory, generator: torch.Generator, loops, emission
     ) -> None:
         self.history, self.width = history, history.future.shape[1]
-        self.rescaled = emission.draw == RESCALED
+        self.rescaled = emission.draw in RESCALED_DRAWS.values()
         if self.rescaled:
             self.draws, self.remaining = rescaled_start(
                 history.n_neurons, history.n_trials, generator
@@ -314,14 +346,14 @@ class CompiledStepper:
 def choose_stepper(model, history: InputHistory, generator: torch.Generator):
     """The fastest stepper that is exact for ``model``: compiled for an emission the compiled
     loops know, on the CPU (where they are built), time rescaling for any other declared
-    Bernoulli emission, else the model's own stages."""
+    Bernoulli or Poisson emission, else the model's own stages."""
     emission = None
     if generator.device.type == "cpu":
         emission = loop_emission(model, history.n_neurons, rescaled=True)
     loops = compiled_loops() if emission is not None else None
     if loops is not None:
         return CompiledStepper(model, history, generator, loops, emission)
-    if isinstance(model.effective_emission, Bernoulli):
+    if isinstance(model.effective_emission, (Bernoulli, Poisson)):
         return RescaledStepper(model, history, generator)
     return CountStepper(model, history, generator)
 

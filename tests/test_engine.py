@@ -189,8 +189,8 @@ def test_spikes_do_not_depend_on_the_thread_count(model, n_trials, threads, monk
 
 def test_threads_only_where_they_pay(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert steppers.loop_threads(999, steppers.RESCALED) == 1
-    assert steppers.loop_threads(1000, steppers.RESCALED) == 2
+    assert steppers.loop_threads(7999, steppers.RESCALED) == 1
+    assert steppers.loop_threads(8000, steppers.RESCALED_COUNTS) == 2
     assert steppers.loop_threads(10**6, steppers.THRESHOLD) == 2
     assert steppers.loop_threads(10_000, steppers.POISSON) == 1  # one thread draws the row
     assert steppers.loop_threads(100_000, steppers.POISSON) == 2

@@ -51,8 +51,9 @@ RESCALED_DRAWS = {BERNOULLI: RESCALED, POISSON: RESCALED_COUNTS}
 #: largest credible count, so that a runaway is seen (as the compiled loop's kMaxRounds).
 MAX_ROUNDS = 256
 COMPILED_DRAWS = {Bernoulli: BERNOULLI, Poisson: POISSON, Threshold: THRESHOLD}
-#: Neuron-trials per thread below which another thread of a compiled loop does not pay.
-ROW_PER_THREAD = 500
+#: Neuron-trials per thread below which another thread of a compiled loop does not pay: the
+#: threads meet every step, and on a busy machine a meeting can wait for a descheduled thread.
+ROW_PER_THREAD = 4000
 #: The same for draws on the whole row (Poisson, per-step Bernoulli): one thread draws them
 #: all, in the row's order, so other threads pay only where the rest of a step dominates.
 ROW_DRAW_PER_THREAD = 50_000

@@ -22,7 +22,7 @@ from spikefit.datasets import ConnectivityDataset, NormalGenerator
 from spikefit.io import read_recording
 from spikefit.models import BernoulliGLM, FilterGLM, PoissonGLM, RectifiedLNP
 from spikefit.stimulus import LoadedStimulus, RegularStimulus
-from spikefit.tasks import LikelihoodFit, RateCalibration
+from spikefit.tasks import L2, LikelihoodFit, RateCalibration
 from spikefit.tasks.calibration import SEED_INTRODUCTION
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -340,6 +340,10 @@ CONNECTIVITY = [
 ]
 
 
+#: An L2 regularizer in a LikelihoodFit config.
+RIDGE = "    regularizer: {class_path: spikefit.tasks.regularizers.L2, init_args: {strength: 0}}\n"
+
+
 def likelihood(
     make_data: Callable[[Path], str],
     model: str = "PoissonGLM",
@@ -462,6 +466,24 @@ RECORDINGS = [
         Case(f"fdr {value}", likelihood(good, extra=f"    fdr: {value}\n"), "model.fdr")
         for value in ("0", "1.5", ".nan")
     ],
+    *[
+        Case(
+            f"penalty_grid {grid}",
+            likelihood(good, extra=f"    penalty_grid: {grid}\n{ridge}"),
+            "model.penalty_grid",
+        )
+        for grid, ridge in (
+            ("[-1.0]", RIDGE),
+            ("[]", RIDGE),
+            ("[.nan]", RIDGE),
+            ("[0.1]", ""),  # no regularizer to choose the strength of
+        )
+    ],
+    Case(
+        "one fold",
+        likelihood(good, extra=f"    penalty_grid: [0.1]\n    cv_folds: 1\n{RIDGE}"),
+        "model.cv_folds",
+    ),
     *[
         Case(
             f"check_steps {value}",
@@ -618,7 +640,62 @@ CHECKPOINTS = [
     ),
 ]
 
-CATALOGUE = FIT_FLAGS + CONFIG_KEYS + CONNECTIVITY + RECORDINGS + MODELS_AND_OUTPUTS + CHECKPOINTS
+#: Samples of a covariate that cover the 2-s recording of ``good``.
+SPEED_TIMES = np.linspace(0, 2.5, 251)
+SPEED = np.sin(SPEED_TIMES)
+
+
+def with_covariate(**arrays: object) -> Callable[[Path], list[str]]:
+    """A fit of the ``good`` recording with the covariate ``speed`` of cov.npz (``arrays``)."""
+
+    def make_data(tmp_path: Path) -> str:
+        np.savez(tmp_path / "cov.npz", **arrays)
+        return good(tmp_path)
+
+    covariate = ("--data.init_args.covariates", "[speed]")
+    return likelihood(make_data, args=(*covariate, "--data.init_args.covariate_path", "cov.npz"))
+
+
+COVARIATES = [
+    Case("covariate without sample times", with_covariate(covariate_speed=SPEED), "cov.npz"),
+    Case(
+        "covariate times not increasing",
+        with_covariate(covariate_speed=SPEED, covariate_speed_times=SPEED_TIMES[::-1]),
+        "cov.npz",
+    ),
+    Case(
+        "NaN covariate",
+        with_covariate(
+            covariate_speed=np.where(SPEED > 0.5, np.nan, SPEED), covariate_speed_times=SPEED_TIMES
+        ),
+        "cov.npz",
+    ),
+    Case(
+        "covariate not covering the recording",
+        with_covariate(covariate_speed=SPEED, covariate_speed_times=SPEED_TIMES + 0.5),
+        "cov.npz",
+    ),
+    Case(
+        "covariate of two columns",
+        with_covariate(covariate_speed=np.ones((251, 2)), covariate_speed_times=SPEED_TIMES),
+        "cov.npz",
+    ),
+    Case(
+        "covariate the model has no filter for",
+        with_covariate(covariate_speed=SPEED, covariate_speed_times=SPEED_TIMES),
+        "data.covariates",
+    ),
+]
+
+CATALOGUE = (
+    FIT_FLAGS
+    + CONFIG_KEYS
+    + CONNECTIVITY
+    + RECORDINGS
+    + COVARIATES
+    + MODELS_AND_OUTPUTS
+    + CHECKPOINTS
+)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -743,6 +820,26 @@ PYTHON_API = [
         )
         for steps in (-1, 2.5)
     ],
+    *[
+        python_case(
+            lambda p, grid=grid: LikelihoodFit(
+                BernoulliGLM(**SEED_INTRODUCTION), regularizer=L2(0.0), penalty_grid=grid
+            ),
+            InputError,
+            "LikelihoodFit.penalty_grid",
+        )
+        for grid in ([-1.0], [], [float("nan")])
+    ],
+    python_case(
+        lambda p: LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), penalty_grid=[0.1]),
+        InputError,
+        "LikelihoodFit.penalty_grid",
+    ),
+    python_case(
+        lambda p: LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), cv_folds=1),
+        InputError,
+        "LikelihoodFit.cv_folds",
+    ),
     python_case(
         lambda p: LikelihoodFit(BernoulliGLM(**SEED_INTRODUCTION), seed=-1),
         InputError,

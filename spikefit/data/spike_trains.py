@@ -15,7 +15,7 @@ from torch_geometric.data import Data
 from spikefit.checks import InputError, in_range, non_negative, positive, whole
 from spikefit.datasets import dense_to_graph
 from spikefit.files import load_tensor
-from spikefit.io import Recording, read_recording
+from spikefit.io import Recording, read_covariates, read_recording
 from spikefit.io.objects import from_object
 from spikefit.io.recording import check_counts
 
@@ -30,7 +30,9 @@ class SpikeChunks(Dataset):
     - ``start``: time (bin index in the recording) of column 0;
     - ``bins``: S_k, the bins whose likelihood the chunk holds (its last S_k columns);
     - ``weight``: 1, or 0 for the ``n_padding`` empty copies appended so that every process
-      of a distributed run gets as many chunks as the others without counting any twice.
+      of a distributed run gets as many chunks as the others without counting any twice;
+    - ``covariates`` [C, H_k + S_k] (with ``covariates`` [C, T]): the covariates of the same
+      bins.
     """
 
     def __init__(
@@ -41,8 +43,9 @@ class SpikeChunks(Dataset):
         chunk_bins: int,
         history_bins: int,
         n_padding: int = 0,
+        covariates: torch.Tensor | None = None,
     ) -> None:
-        self.spikes = spikes
+        self.spikes, self.covariates = spikes, covariates
         self.history_bins = history_bins
         self.bounds = [(a, min(a + chunk_bins, stop)) for a in range(first, stop, chunk_bins)]
         self.n_padding = n_padding
@@ -55,12 +58,15 @@ class SpikeChunks(Dataset):
             raise IndexError(f"chunk {index} of {len(self)}")
         a, b = self.bounds[index % len(self.bounds)]
         start = max(0, a - self.history_bins)
-        return {
+        chunk = {
             "spikes": self.spikes[:, start:b],
             "start": start,
             "bins": b - a,
             "weight": float(index < len(self.bounds)),
         }
+        if self.covariates is not None:
+            chunk["covariates"] = self.covariates[:, start:b]
+        return chunk
 
 
 def as_list(chunks: list[Chunk]) -> list[Chunk]:
@@ -96,6 +102,13 @@ class SpikeTrainDataModule(L.LightningDataModule):
         clip_counts: the most spikes a bin may hold: bins with more are clipped to it (1
             for a Bernoulli fit of a recording in which a few bins hold two spikes); the
             number of clipped bins is reported (``clipped_bins``). None: no clipping.
+        covariates: names of external regressors to read with the spikes
+            (:func:`spikefit.io.covariates.read_covariates`: each resampled to the bins by
+            linear interpolation at the bin centres), in the order of the model's covariate
+            weights; None: none.
+        covariate_path: the ``.npz`` or ``.nwb`` file holding the covariates (default: the
+            recording's ``path``).
+        standardize_covariates: z-score each covariate over the recording's bins.
     """
 
     def __init__(
@@ -113,6 +126,9 @@ class SpikeTrainDataModule(L.LightningDataModule):
         chunks_per_batch: int | None = None,
         history_bins: int | None = None,
         clip_counts: int | None = None,
+        covariates: list[str] | None = None,
+        covariate_path: str | None = None,
+        standardize_covariates: bool = False,
     ) -> None:
         super().__init__()
         owner = self.owner = type(self).__name__
@@ -138,6 +154,7 @@ class SpikeTrainDataModule(L.LightningDataModule):
         self.source = spikes
         self.network_source = network
         self.recording: Recording | None = None
+        self.covariates: torch.Tensor | None = None  # [C, T] in the bins, after setup
         self.network: Data | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -172,6 +189,7 @@ class SpikeTrainDataModule(L.LightningDataModule):
             self.clipped_bins = int(over.sum())
             recording = replace(recording, spikes=recording.spikes.clamp(max=hp.clip_counts))
         self.recording = recording
+        self.covariates = self._read_covariates()
         self.network = self._load_network(self.network_source, f"{self.owner}.network")
         if self.network is not None and self.network.num_nodes != self.n_neurons:
             raise InputError(
@@ -186,6 +204,20 @@ class SpikeTrainDataModule(L.LightningDataModule):
                 f"{self.recording.n_bins} bins leaves no training or held-out bin",
                 "a fraction that leaves bins on both sides",
             )
+
+    def _read_covariates(self) -> torch.Tensor | None:
+        """The named covariates in the recording's bins [C, T], None without names."""
+        hp = self.hparams
+        if not hp.covariates:
+            return None
+        path = hp.covariate_path or hp.path
+        if path is None:
+            raise InputError(
+                f"{self.owner}.covariate_path",
+                "is needed for covariates of spikes given in memory",
+                "the .npz or .nwb file of the covariates",
+            )
+        return read_covariates(path, hp.covariates, self.recording, hp.standardize_covariates)
 
     @staticmethod
     def _load_network(network: str | torch.Tensor | Data | None, field: str) -> Data | None:
@@ -214,6 +246,11 @@ class SpikeTrainDataModule(L.LightningDataModule):
     @property
     def n_neurons(self) -> int:
         return self.recording.n_units
+
+    @property
+    def n_covariates(self) -> int:
+        """Number C of covariates served with the chunks."""
+        return 0 if self.covariates is None else len(self.covariates)
 
     @property
     def dt_ms(self) -> float:
@@ -246,6 +283,7 @@ class SpikeTrainDataModule(L.LightningDataModule):
             self.hparams.chunk_bins,
             history,
             n_padding=-n_chunks % self.world_size,
+            covariates=self.covariates,
         )
 
     @property

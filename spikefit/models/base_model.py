@@ -332,6 +332,21 @@ class BaseModel(MessagePassing):
         """The weights [A] (shared) or [N, A] (per neuron) of the self kernel on its basis."""
         return None
 
+    @property
+    def n_covariates(self) -> int:
+        """Number C of external covariates whose filtered values enter the input (0: none)."""
+        return 0
+
+    def covariate_filters(self) -> torch.Tensor | None:
+        """The covariate filters [C, L] (shared) or [N, C, L] (per neuron) in lag order, or
+        None without covariates."""
+        return None
+
+    def covariate_input(self, covariates: torch.Tensor) -> torch.Tensor | None:
+        """The input [K, N, S] of the covariates [K, C, S] at every step (None: the model
+        has no covariate term). Fit-only: simulations run without it."""
+        return None
+
     def spike_traces(self, spikes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The history terms of the input that the spikes alone fix: the presynaptic traces
         [K, B·N, S] and the own spikes filtered by the self kernel [K, N, S], or by each

@@ -3,13 +3,14 @@ emissions that give the likelihood are the models' own, :mod:`spikefit.models.em
 
 from spikefit.tasks.calibration import RateCalibration
 from spikefit.tasks.likelihood import LikelihoodFit
-from spikefit.tasks.regularizers import L1, L2, Regularizer
+from spikefit.tasks.regularizers import L1, L2, GroupLasso, Regularizer
 from spikefit.tasks.solvers import LBFGS, Adam, Newton, Solver
 
 __all__ = [
     "RateCalibration",
     "LikelihoodFit",
     "Regularizer",
+    "GroupLasso",
     "L1",
     "L2",
     "Solver",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spikefit.checks import InputError, non_negative
+from spikefit.checks import InputError, non_negative, positive
 from spikefit.tasks.solvers import LBFGS, Adam, Solver
 
 
@@ -14,7 +14,9 @@ class Regularizer:
     λ·N·T on the total log-likelihood, so useful strengths are small (e.g. 1/(N·T)).
 
     Each regularizer names the solvers it works with (``allowed_solvers``) and refuses
-    others itself (:meth:`check_solver`).
+    others itself (:meth:`check_solver`). Called on the weights [E] (or [E, B] on a basis of B
+    coupling kernels: one group per pair), it takes an optional strength per pair [E]
+    (e.g. that of the pair's postsynaptic unit) in place of λ.
 
     Args:
         strength: weight λ of the penalty (≥ 0).
@@ -24,11 +26,21 @@ class Regularizer:
     allowed_solvers: tuple[type[Solver], ...] = (Solver,)
     #: Why the other solvers do not work with it.
     refusal = ""
+    #: Whether it penalizes the self-filter weights fitted per neuron too.
+    self_filter = False
 
     def __init__(self, strength: float) -> None:
         self.strength = non_negative(f"{type(self).__name__}.strength", strength)
 
-    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, weights: torch.Tensor, strength: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
+        """The penalty: λ (or ``strength`` [E], per pair) times each pair's :meth:`cost`."""
+        cost = self.cost(weights.reshape(len(weights), -1))
+        return ((self.strength if strength is None else strength) * cost).sum()
+
+    def cost(self, groups: torch.Tensor) -> torch.Tensor:
+        """The unweighted penalty [E] of every pair's weights [E, B]."""
         raise NotImplementedError
 
     def check_solver(self, solver: Solver, field: str) -> None:
@@ -50,12 +62,45 @@ class L1(Regularizer):
     allowed_solvers = (LBFGS, Adam)
     refusal = "L1 has no second derivative at 0, as Newton's method needs"
 
-    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
-        return self.strength * weights.abs().sum()
+    def cost(self, groups: torch.Tensor) -> torch.Tensor:
+        return groups.abs().sum(1)
 
 
 class L2(Regularizer):
-    r"""Ridge: :math:`\lambda \sum_e W_e^2`."""
+    r"""Ridge: :math:`\lambda \sum_e W_e^2` (every basis weight of every pair's filter), and
+    with ``self_filter`` also :math:`\lambda_i \sum_a v_{ia}^2` on the self-filter weights
+    fitted per neuron (``per_neuron: [self_weights]``; not the biases).
 
-    def __call__(self, weights: torch.Tensor) -> torch.Tensor:
-        return self.strength * weights.square().sum()
+    Args:
+        strength: weight λ of the penalty (≥ 0).
+        self_filter: penalize the per-neuron self-filter weights too.
+    """
+
+    def __init__(self, strength: float, self_filter: bool = False) -> None:
+        super().__init__(strength)
+        self.self_filter = bool(self_filter)
+
+    def cost(self, groups: torch.Tensor) -> torch.Tensor:
+        return groups.square().sum(1)
+
+
+class GroupLasso(Regularizer):
+    r"""Group lasso on each pair's coupling filter (its B basis weights), smoothed:
+    :math:`\lambda \sum_e \big(\sqrt{\lVert W_e \rVert^2 + \epsilon^2} - \epsilon\big)`,
+    which drops whole filters towards 0 (the smoothing makes it differentiable for L-BFGS;
+    its Hessian is not diagonal, as Newton's penalty derivatives need, so Newton is refused).
+
+    Args:
+        strength: weight λ of the penalty (≥ 0).
+        smoothing: ε > 0, the filter norm below which the penalty is quadratic.
+    """
+
+    allowed_solvers = (LBFGS, Adam)
+    refusal = "the group norm couples a pair's weights, and Newton's penalty is per weight"
+
+    def __init__(self, strength: float, smoothing: float = 1e-4) -> None:
+        super().__init__(strength)
+        self.smoothing = positive(f"{type(self).__name__}.smoothing", smoothing)
+
+    def cost(self, groups: torch.Tensor) -> torch.Tensor:
+        return (groups.square().sum(1) + self.smoothing**2).sqrt() - self.smoothing

@@ -4,7 +4,10 @@ A neuron's post-spike filter is :math:`h_i(\tau) = s_i \sum_a v_{ia} A_a(\tau)` 
 basis A (s the refractory scale, 1 unless fitted), the coupling filter of a pair
 :math:`j \to i` is :math:`r_i\, k_{ji}(\tau) = r_i \sum_b w_{jib} B_b(\tau)` on the coupling
 basis B; a spike in bin t moves the input of bin :math:`t + 1 + \tau` by the filter at lag τ,
-so lag τ is :math:`(\tau + 1)\,\Delta t` ms after the spike.
+so lag τ is :math:`(\tau + 1)\,\Delta t` ms after the spike. A covariate filter
+:math:`f_{ic}(\tau) = \sum_d u_{icd} D_d(\tau)` on the covariate basis D moves the input of
+bin :math:`t + \tau` (with the current bin) or :math:`t + 1 + \tau` by a unit of covariate
+c in bin t.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def fitted_filters(
     ``self_basis`` [B_s, T], ``self_weights`` [N, B_s] (:func:`self_filter_basis`),
     ``self_filters`` :math:`h` [N, T] (weights @ basis), ``coupling_basis`` [B, T],
     ``coupling_weights`` [E, B], ``edge_index`` [2, E], ``coupling_filters``
-    :math:`r_i k_{ji}` [E, T], ``lag_ms`` :math:`(\tau + 1)\Delta t` [T] and ``dt`` (ms)."""
+    :math:`r_i k_{ji}` [E, T], ``lag_ms`` :math:`(\tau + 1)\Delta t` [T] and ``dt`` (ms),
+    and the covariate filters' (:func:`covariate_arrays`)."""
     with torch.no_grad():
         self_basis, self_weights = self_filter_basis(model, n, self_scale)
         coupling_basis = model.coupling_basis()
@@ -70,8 +74,27 @@ def fitted_filters(
             "coupling_filters": r * (coupling_weights @ coupling_basis),
             "lag_ms": (torch.arange(coupling_basis.shape[1]) + 1) * model.dt.cpu(),
             "dt": model.dt,
-        }
+        } | covariate_arrays(model, n)
         return {name: value.detach().cpu().numpy() for name, value in arrays.items()}
+
+
+def covariate_arrays(model: BaseModel, n: int) -> dict[str, torch.Tensor]:
+    r"""With a covariate term: ``covariate_basis`` D [D, L], ``covariate_weights`` u
+    [N, C, D], ``covariate_filters`` :math:`f` [N, C, L] and ``covariate_lag_ms`` [L], the
+    time from the covariate's bin to the bin it moves, :math:`\tau\,\Delta t` with the current
+    bin, else :math:`(\tau + 1)\Delta t`; none without."""
+    filters = model.covariate_filters()
+    if filters is None:
+        return {}
+    basis = model.covariate_basis()
+    weights = model.covariate_weights.view(-1, model.n_covariates, len(basis))
+    first = 0 if model.include_current_bin else 1
+    return {
+        "covariate_basis": basis,
+        "covariate_weights": weights.expand(n, -1, -1),
+        "covariate_filters": filters.expand(n, -1, -1),
+        "covariate_lag_ms": (torch.arange(basis.shape[1]) + first) * model.dt.cpu(),
+    }
 
 
 def post_spike_figure(self_filters: np.ndarray, lag_ms: np.ndarray) -> Figure:

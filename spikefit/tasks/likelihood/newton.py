@@ -127,14 +127,12 @@ def reduced_blocks(
     total, gradient, hessian = (
         strategy.reduce(x, reduce_op=reduce_op) for x in (total, gradient, hessian)
     )
-    if fit.regularizer is not None and fit.fits_coupling:
-        penalty_gradient, penalty_curvature = penalty_derivatives(
-            fit.regularizer, fit.coupling_weights
-        )
-        post, columns = pair_entries(fit)
-        gradient[post, columns] += penalty_weight * penalty_gradient
-        hessian[post, columns, columns] += penalty_weight * penalty_curvature
-        total = total + penalty_weight * fit.penalty().detach()
+    if fit.regularizer is not None:
+        for weights, strength, rows, columns in penalized_entries(fit):
+            first, second = penalty_derivatives(fit.regularizer, weights, strength)
+            gradient[rows, columns] += penalty_weight * first
+            hessian[rows, columns, columns] += penalty_weight * second
+        total = total + penalty_weight * torch.as_tensor(fit.penalty()).detach()
     free = fit.block_mask()
     gradient = gradient * free
     hessian = torch.where(
@@ -167,6 +165,25 @@ def local_columns(fit: LikelihoodFit, chunk: Chunk, traces: tuple | None) -> tor
     return torch.stack(columns, dim=-1)
 
 
+def penalized_entries(
+    fit: LikelihoodFit,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The penalized weights in the blocks, each as (weights, strength per row, block rows,
+    block columns): the fitted coupling (:func:`pair_entries`, the pairs' strengths) and the
+    penalized self-filter weights [N, A] where they are a local term (their units')."""
+    entries = []
+    if fit.fits_coupling:
+        entries.append((fit.coupling_weights, fit.pair_strengths(), *pair_entries(fit)))
+    own, first = fit.penalized_self_weights(), fit.n_basis * fit.n_neurons * fit.fits_coupling
+    for term in fit.local_terms:
+        if term.parameter is own:
+            columns = torch.arange(first, first + term.width, device=fit.device).expand_as(own)
+            rows = torch.arange(fit.n_neurons, device=fit.device).unsqueeze(1).expand_as(own)
+            entries.append((own, fit.unit_strength.to(fit.device), rows, columns))
+        first += term.width
+    return entries
+
+
 def pair_entries(fit: LikelihoodFit) -> tuple[torch.Tensor, torch.Tensor]:
     """Where every fitted coupling weight sits in the blocks: its postsynaptic neuron (the
     block) and its column, [E] (or [E, B] on a basis) each."""
@@ -192,11 +209,12 @@ def block_mask(
 
 
 def penalty_derivatives(
-    regularizer: Regularizer, weights: torch.Tensor
+    regularizer: Regularizer, weights: torch.Tensor, strength: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First and second derivatives of the (separable) penalty in each coupling weight."""
+    """First and second derivatives of the (separable) penalty in each coupling weight, with
+    the ``strength`` [E] of each pair (default: the regularizer's λ)."""
     weights = weights.detach().requires_grad_()
-    (first,) = torch.autograd.grad(regularizer(weights), weights, create_graph=True)
+    (first,) = torch.autograd.grad(regularizer(weights, strength), weights, create_graph=True)
     (second,) = torch.autograd.grad(first.sum(), weights, materialize_grads=True)
     return first.detach(), second
 

@@ -30,7 +30,8 @@ def forced_input(
 ) -> torch.Tensor:
     """The teacher-forced input g [S, N] of the chunk's last S bins, given the recorded
     history, coupled by the ``network``'s weights or the dense ``coupling`` [B·N, N] and with
-    the self kernel scaled by ``self_scale`` [N]; ``traces`` are the chunk's
+    the self kernel scaled by ``self_scale`` [N], plus the model's covariate input of the
+    chunk's ``covariates`` (if any); ``traces`` are the chunk's
     :meth:`~spikefit.models.BaseModel.spike_traces`, if known."""
     spikes, bins = chunk["spikes"].unsqueeze(0), chunk["bins"]
     if traces is None:
@@ -45,6 +46,10 @@ def forced_input(
         self_scale=self_scale,
         traces=traces,
     )
+    covariates = chunk.get("covariates")
+    drive = None if covariates is None else model.covariate_input(covariates.unsqueeze(0))
+    if drive is not None:
+        g = g + drive[..., -bins:]
     return g[0].t()
 
 

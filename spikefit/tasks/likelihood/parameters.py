@@ -80,9 +80,11 @@ def coupling_matrix(edge_index: torch.Tensor, weights: torch.Tensor, n: int) -> 
     return dense.index_put((rows.reshape(-1), posts.reshape(-1)), weights.reshape(-1))
 
 
-def silence(n: int, bins: int) -> Chunk:
-    """A chunk of ``bins`` silent bins of ``n`` neurons (no history), for probing."""
-    return {"spikes": torch.zeros(n, bins), "start": 0, "bins": bins}
+def silence(n: int, bins: int, n_covariates: int = 0) -> Chunk:
+    """A chunk of ``bins`` silent bins of ``n`` neurons (no history) and ``n_covariates``
+    zero covariates, for probing."""
+    zeros = torch.zeros(n_covariates, bins)
+    return {"spikes": torch.zeros(n, bins), "start": 0, "bins": bins, "covariates": zeros}
 
 
 def probe(
@@ -92,7 +94,7 @@ def probe(
     cannot be one per neuron fail here, with their names (an InputError naming ``field``)."""
     bins = model.memory_steps + 2 + (model.memory_steps + 2 == n)
     try:
-        rates = model.non_linearity(chunk_input(silence(n, bins)))
+        rates = model.non_linearity(chunk_input(silence(n, bins, model.n_covariates)))
     except RuntimeError as error:
         raise InputError(
             field,
@@ -150,7 +152,7 @@ def local_terms(
             "them in per_neuron, or solver LBFGS",
         )
     field, local = f"{owner}.per_neuron", []
-    probe = random_chunk(n, model.memory_steps + 40)
+    probe = random_chunk(n, model.memory_steps + 40, model.n_covariates)
     for name, parameter in terms:
         if chunk_input(probe).requires_grad and input_depends_on(chunk_input, probe, parameter):
             check_linear(chunk_input, probe, parameter, name, solver, field)
@@ -181,10 +183,13 @@ def block_terms(
     return local, outside
 
 
-def random_chunk(n: int, bins: int) -> Chunk:
-    """A chunk of ``bins`` random spikes of ``n`` neurons (one in ten bins), for probing."""
-    spikes = (torch.rand(n, bins, generator=torch.Generator().manual_seed(0)) < 0.1).float()
-    return {"spikes": spikes, "start": 0, "bins": bins}
+def random_chunk(n: int, bins: int, n_covariates: int = 0) -> Chunk:
+    """A chunk of ``bins`` random spikes of ``n`` neurons (one in ten bins) and
+    ``n_covariates`` standard normal covariates, for probing."""
+    generator = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(n, bins, generator=generator) < 0.1).float()
+    covariates = torch.randn(n_covariates, bins, generator=generator)
+    return {"spikes": spikes, "start": 0, "bins": bins, "covariates": covariates}
 
 
 def input_depends_on(chunk_input: ChunkInput, chunk: Chunk, parameter: torch.Tensor) -> bool:
@@ -260,7 +265,7 @@ def offset_sign(
     ``field`` otherwise."""
     parameter, bins = model.get_parameter(name), 7
     shift = torch.linspace(-3, 3, bins * n).view(bins, -1).requires_grad_()
-    rates = model.non_linearity(chunk_input(silence(n, bins)) + shift)
+    rates = model.non_linearity(chunk_input(silence(n, bins, model.n_covariates)) + shift)
     weights = torch.rand(rates.shape, generator=torch.Generator().manual_seed(0))
     by_input, by_parameter = torch.autograd.grad(
         (rates * weights).sum(), [shift, parameter], materialize_grads=True

@@ -16,7 +16,7 @@ from torch_geometric.data import Data
 from torchmetrics import SumMetric
 from typing_extensions import override
 
-from spikefit.checks import InputError, in_range, one_of, whole
+from spikefit.checks import InputError, in_range, non_negative, one_of, whole
 from spikefit.data.spike_trains import Chunk, SpikeTrainDataModule
 from spikefit.datasets import graph_to_dense
 from spikefit.models import BaseModel, SAModel
@@ -31,7 +31,13 @@ from spikefit.tasks.callbacks import (
 )
 from spikefit.tasks.checkpoints import match_state, stamp
 from spikefit.tasks.defaults import DEFAULT_MODEL, own_model
-from spikefit.tasks.likelihood import newton, parameters, predictive, uncertainty
+from spikefit.tasks.likelihood import (
+    cross_validation,
+    newton,
+    parameters,
+    predictive,
+    uncertainty,
+)
 from spikefit.tasks.likelihood.filters import (
     coupling_filters_figure,
     fitted_filters,
@@ -66,6 +72,8 @@ CHECK_NEURON_BINS, CHECK_REFERENCE_BINS = 100_000_000, 10_000
 STRONGEST_PAIRS = 12
 #: The smallest and largest lag (bins) of the posterior-predictive cross-correlograms.
 CCG_LAGS = (20, 200)
+#: Solver steps of a cross-validation fit where the trainer sets no budget.
+FOLD_STEPS = 100
 
 
 class LikelihoodFit(L.LightningModule):
@@ -103,8 +111,8 @@ class LikelihoodFit(L.LightningModule):
             (refractory) kernel, whose shape stays fixed.
         observation: the emission whose likelihood is fitted (default: the model's own; one
             without a link uses the model's non-linearity).
-        regularizer: penalty on the fitted coupling weights (L1 or L2); it names the solvers
-            it works with.
+        regularizer: penalty on the fitted coupling weights (L1, L2 or GroupLasso); it names
+            the solvers it works with.
         solver: :class:`~spikefit.tasks.solvers.LBFGS` (full batch, the default),
             :class:`~spikefit.tasks.solvers.Newton` (full batch, per-neuron blocks: the
             coupling, refractory scales and per-neuron offsets such as θ or b) or
@@ -118,6 +126,12 @@ class LikelihoodFit(L.LightningModule):
             :data:`CHECK_NEURON_BINS` neuron-bins (:data:`CHECK_REFERENCE_BINS` bins for a
             model without declared kernels); 0 skips it.
         seed: the seed of the posterior-predictive simulation.
+        penalty_grid: strengths λ ≥ 0 of the ``regularizer`` (which then only gives the
+            kind), one chosen per postsynaptic unit by cross-validation before the fit
+            (:func:`~spikefit.tasks.likelihood.cross_validation.cross_validate`); None: the
+            regularizer's own strength for all units.
+        cv_folds: folds K ≥ 2 of the cross-validation: contiguous time blocks of the
+            training bins.
     """
 
     def __init__(
@@ -133,6 +147,8 @@ class LikelihoodFit(L.LightningModule):
         fdr: float = 0.05,
         check_steps: int | None = None,
         seed: int = 0,
+        penalty_grid: list[float] | None = None,
+        cv_folds: int = 5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
@@ -145,6 +161,7 @@ class LikelihoodFit(L.LightningModule):
         if check_steps is not None:
             whole(f"{owner}.check_steps", check_steps, 0)
         whole(f"{owner}.seed", seed, 0)
+        whole(f"{owner}.cv_folds", cv_folds, 2)
         available = model.tunable_parameters
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
             unknown = [name for name in names if name not in available]
@@ -185,6 +202,8 @@ class LikelihoodFit(L.LightningModule):
                 "coupling fixed or none, or a model that declares its kernels "
                 "(coupling_kernel, self_kernel)",
             )
+        if penalty_grid is not None:
+            self.check_grid(penalty_grid, regularizer)
         self.observation = self.likelihood_of(model, observation)
         self.model = model
         self.model.requires_grad_(False)
@@ -201,9 +220,26 @@ class LikelihoodFit(L.LightningModule):
         self.connections: uncertainty.Connections | None = None
         self.predictive: predictive.PredictiveCheck | None = None
         self.refractory_scale: nn.Parameter | None = None
+        self.unit_strength: torch.Tensor | None = None  # [N] λ per postsynaptic unit
+        self.penalizes_self_filter = False  # whether the self-filter weights are penalized
+        self.cross_validation_pending = penalty_grid is not None
         self.results: dict = {}
         self.converged = False
         self.started = time.perf_counter()
+
+    def check_grid(self, grid: list[float], regularizer: Regularizer | None) -> None:
+        """Refuses in one line a ``penalty_grid`` that is empty, not strengths ≥ 0, or
+        without a regularizer or fitted coupling to weigh."""
+        field = f"{self.owner}.penalty_grid"
+        if not isinstance(grid, list | tuple) or not grid:
+            raise InputError(field, f"{grid!r} is not a list of strengths", "a list of λ ≥ 0")
+        non_negative(field, grid)
+        if regularizer is None or not self.fits_coupling:
+            raise InputError(
+                field,
+                "there is no penalty to choose the strength of",
+                "a regularizer (L1, L2 or GroupLasso) and coupling 'dense' or 'graph'",
+            )
 
     def likelihood_of(self, model: BaseModel, observation: Emission | None) -> Emission:
         """``observation``, or the model's own emission; an InputError naming the model when
@@ -254,6 +290,12 @@ class LikelihoodFit(L.LightningModule):
             )
         for name in self.fitted:
             self.model.get_parameter(name).requires_grad_(True)
+        own = self.model.self_kernel_weights()
+        self.penalizes_self_filter = (
+            self.regularizer is not None
+            and self.regularizer.self_filter
+            and any(self.model.get_parameter(name) is own for name in self.hparams.per_neuron or [])
+        )
         if self.hparams.refractory_scale:
             self.refractory_scale = nn.Parameter(torch.ones(n))
         edge_index, weights = parameters.coupling_of(
@@ -265,6 +307,14 @@ class LikelihoodFit(L.LightningModule):
         else:
             self.register_buffer("coupling_weights", weights)
         self.register_buffer("baseline_rates", data.train_rates.clone())
+        if self.regularizer is not None:
+            self.unit_strength = torch.full((n,), float(self.regularizer.strength))
+        if self.cross_validation_pending and data.n_train_bins < self.hparams.cv_folds:
+            raise InputError(
+                f"{self.owner}.cv_folds",
+                f"{self.hparams.cv_folds} folds of {data.n_train_bins} training bins",
+                "at most one fold per training bin",
+            )
         true_W0 = None if data.network is None else graph_to_dense(data.network).float()
         if true_W0 is not None and true_W0.dim() == 3:  # per basis function: filter areas
             true_W0 = true_W0 @ basis.sum(1)
@@ -294,6 +344,12 @@ class LikelihoodFit(L.LightningModule):
                 "null (or solver Adam)",
             )
         self.observation.check(data.spikes, f"{type(data).__name__}.path")
+        if data.n_covariates != self.model.n_covariates:
+            raise InputError(
+                f"{type(data).__name__}.covariates",
+                f"{data.n_covariates} covariates for a model of {self.model.n_covariates}",
+                "one name per covariate of the model (its n_covariates)",
+            )
         return data
 
     def check_parameters(self) -> None:
@@ -328,8 +384,8 @@ class LikelihoodFit(L.LightningModule):
 
     # ------------------------------------------------------------------ the likelihood
     def pair_weights(self) -> torch.Tensor:
-        """One weight per coupled pair [E]: the fitted weight, or on a basis the integral of
-        the pair's coupling filter :math:`\\sum_b W_{jib} \\sum_\tau B_b(\tau)`."""
+        r"""One weight per coupled pair [E]: the fitted weight, or on a basis the integral of
+        the pair's coupling filter :math:`\sum_b W_{jib} \sum_\tau B_b(\tau)`."""
         weights = self.coupling_weights
         if weights.dim() == 1:
             return weights
@@ -365,10 +421,25 @@ class LikelihoodFit(L.LightningModule):
         return self.observation.model_log_likelihood(self.model, targets, input)
 
     def penalty(self) -> torch.Tensor | float:
-        """The regularizer on the fitted coupling weights (0 without)."""
-        if self.regularizer is None or not self.fits_coupling:
-            return 0.0
-        return self.regularizer(self.coupling_weights)
+        """The regularizer on the fitted coupling weights, each pair's weighted by its
+        postsynaptic unit's strength (:meth:`pair_strengths`), and on the
+        :meth:`penalized_self_weights` with their unit's (0 without)."""
+        total = 0.0
+        if self.regularizer is not None and self.fits_coupling:
+            total = self.regularizer(self.coupling_weights, self.pair_strengths())
+        own = self.penalized_self_weights()
+        if own is not None:
+            total = total + self.regularizer(own, self.unit_strength.to(self.device))
+        return total
+
+    def penalized_self_weights(self) -> torch.Tensor | None:
+        """The self-filter weights [N, A] fitted per neuron, where the regularizer penalizes
+        them too (``L2(self_filter=True)``); else None."""
+        return self.model.self_kernel_weights() if self.penalizes_self_filter else None
+
+    def pair_strengths(self) -> torch.Tensor:
+        """λ [E] of every coupled pair: its postsynaptic unit's ``unit_strength``."""
+        return self.unit_strength.to(self.device)[self.edge_index[1]]
 
     # ------------------------------------------------------------------ training
     @override
@@ -377,10 +448,26 @@ class LikelihoodFit(L.LightningModule):
 
     @override
     def training_step(self, batch: list[Chunk], batch_idx: int) -> None:
-        """One solver step on the batch's chunks. The objective is the mean negative
-        log-likelihood per neuron-bin over the chunks of all processes (plus the penalty);
-        each chunk is evaluated and back-propagated on its own, so the autograd graph stays
-        within one chunk (the kept spike traces take twice the batch's raster)."""
+        """One solver step on the batch's chunks (:meth:`solver_step`); the first one starts
+        with the cross-validation of the penalty strengths, where asked
+        (:func:`~spikefit.tasks.likelihood.cross_validation.cross_validate`), so that its
+        fits run as the training steps do, DDP included."""
+        if self.cross_validation_pending:
+            self.results["cross_validation"] = cross_validation.cross_validate(self)
+            self.cross_validation_pending = False
+        objective, self.converged = self.solver_step(batch)
+        self.log("train/objective", objective, prog_bar=True, batch_size=1)
+        for name in self.fitted:
+            self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
+        if self.converged:
+            self.trainer.should_stop = True
+
+    def solver_step(self, batch: list[Chunk]) -> tuple[torch.Tensor, bool]:
+        """One solver step on ``batch``; returns the objective before it and whether the
+        solver converged. The objective is the mean negative log-likelihood per neuron-bin
+        over the chunks of all processes (plus the penalty); each chunk is evaluated and
+        back-propagated on its own, so the autograd graph stays within one chunk (the kept
+        spike traces take twice the batch's raster)."""
         optimizer = self.optimizers()
         strategy = self.trainer.strategy
         # the mean per neuron-bin of all processes (gradients are averaged over processes)
@@ -422,12 +509,45 @@ class LikelihoodFit(L.LightningModule):
             if self.solver.needs_blocks
             else None
         )
-        objective, self.converged = self.solver.step(optimizer, closure, system)
-        self.log("train/objective", objective, prog_bar=True, batch_size=1)
-        for name in self.fitted:
-            self.log(f"param/{name}", self.model.get_parameter(name).mean(), batch_size=1)
-        if self.converged:
-            self.trainer.should_stop = True
+        return self.solver.step(optimizer, closure, system)
+
+    def fit_chunks(self, chunks: list[Chunk]) -> None:
+        """Fits on ``chunks`` (this process's share) from the current parameters, with the
+        solver's memory cleared: :meth:`solver_step` until it converges, at most the
+        trainer's ``max_steps`` (else ``max_epochs``, else :data:`FOLD_STEPS`) steps."""
+        self.trainer.optimizers[0].state.clear()
+        budget = self.trainer.max_steps
+        budget = budget if budget > 0 else (self.trainer.max_epochs or 0)
+        for _ in range(budget if budget > 0 else FOLD_STEPS):
+            if self.solver_step(chunks)[1]:
+                break
+        self.trainer.optimizers[0].state.clear()
+
+    def trainable_state(self) -> list[torch.Tensor]:
+        """Copies of the fitted parameters (those the optimizer steps)."""
+        return [p.detach().clone() for p in self.parameters() if p.requires_grad]
+
+    def load_trainable_state(self, state: list[torch.Tensor]) -> None:
+        """Sets the fitted parameters to ``state`` (from :meth:`trainable_state`)."""
+        fitted = [p for p in self.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for parameter, value in zip(fitted, state, strict=True):
+                parameter.copy_(value)
+
+    def unit_log_likelihood(self, chunks: list[Chunk]) -> torch.Tensor:
+        """Each unit's total log-likelihood [N] (nats) of ``chunks``, over all processes."""
+        total = torch.zeros(self.n_neurons, device=self.device)
+        with torch.no_grad():
+            for chunk in chunks:
+                targets = targets_of(chunk)
+                link = self.observation.link(self.model, self.chunk_input(chunk))
+                total += chunk["weight"] * torch.stack(
+                    [
+                        self.observation.log_likelihood_of_link(targets[:, [i]], link[:, [i]])
+                        for i in range(self.n_neurons)
+                    ]
+                )
+        return self.trainer.strategy.reduce(total, reduce_op="sum")
 
     def neuron_bins(self, chunks: list[Chunk]) -> torch.Tensor:
         """The weighted neuron-bins of ``chunks``, summed over all processes."""
@@ -458,9 +578,14 @@ class LikelihoodFit(L.LightningModule):
         recorded training bins, the cross-correlograms of the :meth:`strongest_pairs`
         (:func:`~spikefit.tasks.likelihood.predictive.posterior_predictive`); its summary
         goes to ``posterior_predictive`` (skipped, with the reason, where the fitted model
-        is not a spikefit model of its own)."""
+        is not a spikefit model of its own or has a covariate term, which is fit-only)."""
         steps = self.check_length()
         if not steps or not self.trainer.is_global_zero:
+            return
+        if self.model.n_covariates:
+            self.results["posterior_predictive"] = {
+                "skipped": "the covariate term is fit-only: simulations run without it"
+            }
             return
         model = self.fitted_model()
         if model is None:
@@ -529,7 +654,7 @@ class LikelihoodFit(L.LightningModule):
         if not model.declares_kernels or isinstance(model, SAModel):
             return False
         with torch.enable_grad():
-            kernels = (model.self_kernel(), model.coupling_basis())
+            kernels = (model.self_kernel(), model.coupling_basis(), model.covariate_filters())
         return (
             self.fits_coupling
             or self.refractory_scale is not None
@@ -633,11 +758,16 @@ class LikelihoodFit(L.LightningModule):
     # ------------------------------------------------------------------ report
     @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        stamp(checkpoint, self)
+        stamp(checkpoint, self, cross_validation=self.results.get("cross_validation"))
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_state(self, checkpoint)
+        """Checks the checkpoint; a resumed fit keeps its cross-validated strengths."""
+        chosen = match_state(self, checkpoint).get("cross_validation")
+        if chosen is not None and self.cross_validation_pending:
+            self.results["cross_validation"] = chosen
+            self.unit_strength = torch.tensor(chosen["chosen_strength"])
+            self.cross_validation_pending = False
 
     @override
     def on_fit_start(self) -> None:
@@ -667,6 +797,7 @@ class LikelihoodFit(L.LightningModule):
         neuron per bin and the metrics of the last validation (at ``metrics_at_step``, of
         ``steps`` solver steps; validate every epoch to have them at the end), the standard
         errors and the counts of the connection calls (:meth:`uncertainty_summary`), the
+        cross-validation of the penalty strengths (``cross_validation``) and the
         posterior-predictive check (``posterior_predictive``)."""
         fitted = {name: self.model.get_parameter(name).tolist() for name in self.fitted}
         if self.refractory_scale is not None:
@@ -740,6 +871,8 @@ class LikelihoodFit(L.LightningModule):
                 f"  connections at FDR q ≤ {calls['fdr']:g}: {calls['excitatory']} excitatory, "
                 f"{calls['inhibitory']} inhibitory, {calls['none']} none"
             )
+        if "cross_validation" in summary:
+            lines.append(cross_validation.describe(summary["cross_validation"]))
         if "posterior_predictive" in summary:
             lines.append(predictive.describe(summary["posterior_predictive"]))
         return "\n".join(lines)
@@ -747,7 +880,8 @@ class LikelihoodFit(L.LightningModule):
     def figures(self) -> dict[str, Figure]:
         """After a fit of the coupling: ``connections``, the called matrix; with a known
         network too: ``coupling``, fitted against true weights and the ROC curve of |W| for
-        edge detection; the fitted filters (:meth:`filter_figures`) and the
+        edge detection; the fitted filters (:meth:`filter_figures`), with a ``penalty_grid``
+        ``cross_validation``, every unit's cross-validation curve, and the
         posterior-predictive check's (``predictive_rates``, ``predictive_isi``,
         ``predictive_ccg``)."""
         figures = {}
@@ -760,6 +894,10 @@ class LikelihoodFit(L.LightningModule):
         arrays = self.fitted_filters()
         if arrays is not None:
             figures |= self.filter_figures(arrays)
+        if "cross_validation" in self.results:
+            figures["cross_validation"] = cross_validation.curves_figure(
+                self.results["cross_validation"]
+            )
         if self.predictive is not None:
             figures |= self.predictive.figures()
         return figures

@@ -21,14 +21,8 @@ from spikefit.models.bases import RaisedCosineLinear
 from spikefit.tasks import LikelihoodFit
 from spikefit.tasks.likelihood.objective import forced_input
 from spikefit.tasks.solvers import LBFGS, Newton
+from tests.test_filter_glm import QUIET
 
-QUIET = dict(
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
-)
 #: Each unit's weights on 3 log raised cosines over 20 ms: excited, suppressed, biphasic,
 #: none (4 units: with as many units as basis functions a shared [3] would read as per unit).
 TRUE_WEIGHTS = [[0.12, 0.05, 0.02], [-0.1, -0.04, 0.0], [0.1, -0.06, -0.02], [0.0, 0.0, 0.0]]

@@ -24,15 +24,9 @@ from spikefit.models.emissions import Bernoulli
 from spikefit.tasks import LikelihoodFit, RateCalibration
 from spikefit.tasks.defaults import SEED_INTRODUCTION
 from spikefit.tasks.solvers import LBFGS, Newton
+from tests.test_filter_glm import QUIET
 
 DOC = Path(__file__).parent.parent / "docs" / "user_models.md"
-QUIET = dict(
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
-)
 
 
 @pytest.fixture(scope="module")

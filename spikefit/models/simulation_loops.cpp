@@ -143,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   // part q: the pool's next ones, after those of the lower parts, replacing the hazard left
   // (Bernoulli: one spike at most) or added to it (counts); the trial's first part refills an
   // exhausted pool and marks it with `key`, its other parts wait for the mark.
-  auto redraw = [&](int64_t p, const auto& list_of, int64_t k, int64_t key) {
+  auto redraw_trial = [&](int64_t p, const auto& list_of, int64_t k, int64_t key) {
     std::vector<int64_t>& position = positions_of[p];
     int64_t before = 0, total = 0;
     for (int64_t q = first_part[k]; q <= last_part[k]; ++q) {
@@ -169,15 +169,16 @@ std::tuple<at::Tensor, at::Tensor> history_block(
       left[*f] = counting ? left[*f] + draw_k[f - range.first] : draw_k[f - range.first];
     position[k] += total;
   };
+  // The same for every trial part p's range meets.
+  auto redraw = [&](int64_t p, const auto& list_of, int64_t key) {
+    for (int64_t k = part[p].lo / n; k * n < part[p].hi; ++k) redraw_trial(p, list_of, k, key);
+  };
 
-  // Counts by time rescaling: a neuron-trial whose hazard left is still not above 0 after a
-  // round of draws fires once more and draws again, round after round (all parts meet
-  // between rounds), at most kMaxRounds times in a step.
-  auto count_rounds = [&](int64_t p, int side, int64_t s) {
+  // Counts by time rescaling, after the first round of draws (every spike of the step): a
+  // neuron-trial whose hazard left is still not above 0 fires once more and draws again,
+  // round after round (all parts meet between rounds), at most kMaxRounds times in a step.
+  auto further_rounds = [&](int64_t p, int side, int64_t s) {
     Part& me = part[p];
-    for (int64_t i : me.fired[side]) counted[i] = 1.f;
-    const auto fired_of = [&](int64_t q) -> const std::vector<int64_t>& { return part[q].fired[side]; };
-    for (int64_t k = me.lo / n; k * n < me.hi; ++k) redraw(p, fired_of, k, s * kMaxRounds);
     for (int64_t round = 1;; ++round) {
       const std::vector<int64_t>& last = round == 1 ? me.fired[side] : me.pending[(round - 1) & 1];
       std::vector<int64_t>& next = me.pending[round & 1];
@@ -192,8 +193,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
       const auto pending_of = [&](int64_t q) -> const std::vector<int64_t>& {
         return part[q].pending[round & 1];
       };
-      for (int64_t k = me.lo / n; k * n < me.hi; ++k)
-        redraw(p, pending_of, k, s * kMaxRounds + round);
+      redraw(p, pending_of, s * kMaxRounds + round);
     }
   };
 
@@ -323,11 +323,12 @@ std::tuple<at::Tensor, at::Tensor> history_block(
         }
         team.sync();
       }
-      if (counting) {
-        count_rounds(p, side, s);
-      } else if (rescaled) {
+      if (rescaled) {
         const auto fired_of = [&](int64_t q) -> const std::vector<int64_t>& { return part[q].fired[side]; };
-        for (int64_t k = me.lo / n; k * n < me.hi; ++k) redraw(p, fired_of, k, s);
+        if (counting)
+          for (int64_t i : fired) counted[i] = 1.f;
+        redraw(p, fired_of, s * kMaxRounds);
+        if (counting) further_rounds(p, side, s);
       }
       deliver(p, side, s);
       for (int64_t i : fired) {

@@ -88,15 +88,18 @@ def blocks(
     verbose: bool,
     run: BlockRun,
     after: Callable[[int], None] | None = None,
+    threads_around: int | None = None,
 ) -> Iterator[SpikeBlock]:
     """The recorded blocks of a fast run: every block (equilibration first) runs, its
-    activity is checked, ``after`` gets its length, and the progress bar advances."""
+    activity is checked, ``after`` gets its length, and the progress bar advances; ``run``
+    and ``after`` on ``threads_around`` ATen threads (None: as set)."""
     bar = tqdm(total=equilibration_steps + n_steps, disable=not verbose, desc="simulating")
     for start, length in segments(equilibration_steps, n_steps, block):
-        spikes, latest = run(start, length)
-        check_activity(model, spikes, latest, start)
-        if after is not None:
-            after(length)
+        with aten_threads(threads_around):
+            spikes, latest = run(start, length)
+            check_activity(model, spikes, latest, start)
+            if after is not None:
+                after(length)
         bar.update(length)
         if start >= 0:
             yield spikes
@@ -123,16 +126,23 @@ def history_blocks(
     stepper = choose_stepper(model, history, generator)
 
     def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
-        with aten_threads(stepper.aten_threads_around):
-            times = torch.arange(start, start + length, device=device)
-            history.add_drive(drive(model, times, (length, n_trials, n)), length)
-            return stepper.block(length), stepper.latest(length)
+        times = torch.arange(start, start + length, device=device)
+        history.add_drive(drive(model, times, (length, n_trials, n)), length)
+        return stepper.block(length), stepper.latest(length)
 
     def after(length: int) -> None:
-        with aten_threads(stepper.aten_threads_around):
-            history.advance(length, zero_read=not stepper.zeroes_read_rows)
+        history.advance(length, zero_read=not stepper.zeroes_read_rows)
 
-    yield from blocks(model, equilibration_steps, n_steps, block, verbose, run, after)
+    yield from blocks(
+        model,
+        equilibration_steps,
+        n_steps,
+        block,
+        verbose,
+        run,
+        after,
+        threads_around=stepper.aten_threads_around,
+    )
 
 
 def activation_blocks(
@@ -153,12 +163,19 @@ def activation_blocks(
     stepper = choose_activation_stepper(model, data, activation, generator)
 
     def run(start: int, length: int) -> tuple[SpikeBlock, torch.Tensor]:
-        with aten_threads(stepper.aten_threads_around):
-            times = torch.arange(start, start + length, device=device)
-            inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
-            return stepper.block(inputs), activation
+        times = torch.arange(start, start + length, device=device)
+        inputs = drive(model, times, (length, n_trials, n)).expand(length, n_trials, n)
+        return stepper.block(inputs), activation
 
-    yield from blocks(model, equilibration_steps, n_steps, block, verbose, run)
+    yield from blocks(
+        model,
+        equilibration_steps,
+        n_steps,
+        block,
+        verbose,
+        run,
+        threads_around=stepper.aten_threads_around,
+    )
 
 
 def reference_history_blocks(

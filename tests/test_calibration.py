@@ -21,6 +21,7 @@ from spikefit.tasks import RateCalibration, calibration
 from spikefit.tasks.calibration import SEED_INTRODUCTION, log_below_target
 from spikefit.tasks.gauss_newton import GaussNewton, Linearization, damped_least_squares
 from spikefit.tasks.solvers import LBFGS
+from tests import QUIET as QUIET_TRAINER
 from tests.test_models import PAPER, ForcedBernoulli, batch_of_networks
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -87,15 +88,7 @@ def fit(
 ) -> L.Trainer:
     """Runs ``task`` quietly, validating after every step (the validation skips itself far
     from the target)."""
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,
-    )
+    trainer = L.Trainer(max_epochs=max_epochs, default_root_dir=tmp_path, **QUIET_TRAINER)
     trainer.fit(task, data)
     return trainer
 

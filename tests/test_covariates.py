@@ -21,7 +21,7 @@ from spikefit.models.bases import RaisedCosineLinear
 from spikefit.tasks import LikelihoodFit
 from spikefit.tasks.likelihood.objective import forced_input
 from spikefit.tasks.solvers import LBFGS, Newton
-from tests.test_filter_glm import QUIET
+from tests import QUIET
 
 #: Each unit's weights on 3 log raised cosines over 20 ms: excited, suppressed, biphasic,
 #: none (4 units: with as many units as basis functions a shared [3] would read as per unit).

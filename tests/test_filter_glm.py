@@ -17,15 +17,9 @@ from spikefit.models import FilterGLM
 from spikefit.models.bases import RaisedCosineLog
 from spikefit.tasks import LikelihoodFit
 from spikefit.tasks.solvers import Newton
+from tests import QUIET
 from tests.test_models import Replay
 
-QUIET = dict(
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
-)
 #: A refractory dip, then a rebound, on the log raised cosines of 4 functions over 30 ms.
 TRUE_SELF = [-6.0, -2.0, 0.8, 0.3]
 

@@ -20,7 +20,8 @@ from spikefit.models import BernoulliGLM, FilterGLM
 from spikefit.models.bases import RaisedCosineLog
 from spikefit.tasks import LikelihoodFit, Newton
 from spikefit.tasks.likelihood import predictive
-from tests.test_filter_glm import QUIET, TRUE_SELF, network
+from tests import QUIET
+from tests.test_filter_glm import TRUE_SELF, network
 from tests.test_likelihood import TINY_GLM
 
 #: A FilterGLM at Δt = 0.5 ms with 4 functions over 15 ms (30 steps) on both bases, r = 0.5.

@@ -18,6 +18,7 @@ from spikefit.io import write_spike_times
 from spikefit.models import BernoulliGLM, PoissonGLM, RectifiedSAM, ThresholdSAM
 from spikefit.tasks import L1, L2, LBFGS, Adam, LikelihoodFit, Newton
 from spikefit.tasks.calibration import SEED_INTRODUCTION
+from tests import QUIET
 
 TINY_GLM = dict(
     theta=1.0,
@@ -36,16 +37,7 @@ TINY_X = torch.tensor([[1, 0, 1, 0, 0, 1], [0, 1, 0, 0, 1, 0]], dtype=torch.floa
 
 
 def trainer(root: Path, **options) -> L.Trainer:
-    settings = dict(
-        max_epochs=20,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
-    return L.Trainer(**(settings | options))
+    return L.Trainer(**(QUIET | dict(max_epochs=20, default_root_dir=root) | options))
 
 
 def simulate(model_class, parameters: dict, n: int, steps: int, seed: int, std: float = 5.0):

@@ -24,7 +24,7 @@ from spikefit.models.emissions import Bernoulli
 from spikefit.tasks import LikelihoodFit, RateCalibration
 from spikefit.tasks.defaults import SEED_INTRODUCTION
 from spikefit.tasks.solvers import LBFGS, Newton
-from tests.test_filter_glm import QUIET
+from tests import QUIET
 
 DOC = Path(__file__).parent.parent / "docs" / "user_models.md"
 

@@ -603,3 +603,18 @@ def test_raised_cosine_bases_by_hand():
         RaisedCosineLog(0, 10)
     with pytest.raises(InputError, match=r"^Exponentials\.time_constants\[1\]: "):
         Exponentials([1.0, -2.0], 10)
+
+
+def test_a_tabulated_basis_is_its_values_and_refuses_bad_tables():
+    from spikefit.models import FilterGLM
+    from spikefit.models.bases import Tabulated
+
+    values = [[0.0, 1.0, 0.5], [2.0, 0.0, 0.0]]
+    basis = Tabulated(values)
+    assert (basis.n_basis, basis.window_steps) == (2, 3)
+    assert torch.equal(basis(), torch.tensor(values))
+    model = FilterGLM(coupling_basis=basis, dt=1.0)
+    assert torch.equal(model.coupling_basis(), torch.tensor(values))
+    for bad in ([1.0, 2.0], [[1.0, float("nan")]], [[1.0, 0.0], [0.0, 0.0]]):
+        with pytest.raises(InputError, match=r"^Tabulated\.values: "):
+            Tabulated(bad)

@@ -121,3 +121,31 @@ class Exponentials(Basis):
     def evaluate(self, lag: torch.Tensor) -> torch.Tensor:
         scales = torch.tensor(self.time_constants, dtype=lag.dtype).unsqueeze(1)
         return torch.exp(-lag.unsqueeze(0) / scales)
+
+
+class Tabulated(Basis):
+    """Functions given by their values, e.g. another toolkit's basis sampled at the lags.
+
+    Args:
+        values: [K, T], lag order (column 0: the step right before), each function finite
+            and not all zero.
+    """
+
+    def __init__(self, values: list[list[float]] | torch.Tensor) -> None:
+        owner = type(self).__name__
+        table = torch.as_tensor(values, dtype=torch.float64)
+        if table.dim() != 2 or table.numel() == 0:
+            raise InputError(
+                f"{owner}.values",
+                f"has shape {list(table.shape)}",
+                "[K, T]: K functions of T lags",
+            )
+        if not torch.isfinite(table).all() or (table == 0).all(1).any():
+            raise InputError(
+                f"{owner}.values", "holds a non-finite value or a zero function", "finite, nonzero"
+            )
+        super().__init__(*table.shape)
+        self.values = table
+
+    def evaluate(self, lag: torch.Tensor) -> torch.Tensor:
+        return self.values[:, lag.long()]

@@ -84,6 +84,28 @@ def test_strong_ridge_wins_without_coupling_and_the_refit_uses_it(tmp_path):
     assert "cross-validation" in LikelihoodFit.describe(task.summary())
 
 
+def test_the_last_block_alone_validates_with_the_same_prior(tmp_path, monkeypatch):
+    task = cv_fit(cv_folds=6, cv_last_block=True)
+    fits = []
+    fit_chunks = task.fit_chunks
+
+    def recorded(chunks):
+        fit_chunks(chunks)
+        bins = set()
+        for chunk in chunks:
+            stop = chunk["start"] + chunk["spikes"].shape[1]
+            bins |= set(range(stop - chunk["bins"], stop))
+        fits.append((float(task.unit_strength[0]), bins))
+
+    monkeypatch.setattr(task, "fit_chunks", recorded)
+    data = SpikeTrainDataModule(spikes=coupled(360), heldout_fraction=0, chunk_bins=50)
+    trainer(tmp_path).fit(task, data)
+    assert task.results["cross_validation"]["folds"] == [[300, 360]]
+    # the fold's 300 bins carry the penalty of the 360: λ·N·360 nats in both fits
+    assert [strength for strength, _ in fits] == pytest.approx([1.2 * STRONG, 1.2 * WEAK])
+    assert all(bins == set(range(300)) for _, bins in fits)
+
+
 @pytest.mark.parametrize("solver", [LBFGS(), Newton()], ids=["LBFGS", "Newton"])
 def test_weak_ridge_wins_with_strong_coupling(tmp_path, solver):
     task = cv_fit(solver=solver)
@@ -104,7 +126,10 @@ def test_path_runs_strong_to_weak_with_warm_starts(tmp_path, monkeypatch):
     monkeypatch.setattr(task, "fit_chunks", recorded)
     data = SpikeTrainDataModule(spikes=coupled(300), heldout_fraction=0, chunk_bins=50)
     trainer(tmp_path, max_epochs=2).fit(task, data)
-    assert [strength for strength, *_ in fits] == pytest.approx([STRONG, 0.01, WEAK] * 3)
+    # a fold fits on 200 of the 300 training bins: its penalty per bin is 300/200 times λ
+    assert [strength for strength, *_ in fits] == pytest.approx(
+        [1.5 * STRONG, 0.015, 1.5 * WEAK] * 3
+    )
     start = fits[0][1]
     for k, (a, b) in enumerate(contiguous_folds(300, 3)):
         path = fits[3 * k : 3 * k + 3]

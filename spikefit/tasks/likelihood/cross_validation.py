@@ -45,16 +45,22 @@ def fold_chunks(
 
 def cross_validate(fit: LikelihoodFit) -> dict:
     r"""For every fold k (its left-out block :math:`B_k` of :func:`contiguous_folds` over the
-    training bins) and every strength :math:`\lambda_s` of the grid, strongest first: fits
-    on the other training bins, from the start for the first strength and from the previous
-    strength's solution after it (warm start), and scores each unit i's log-likelihood on
-    :math:`B_k` per bin, :math:`\ell_{ksi}`. Each unit's chosen strength maximizes its mean
-    curve :math:`\bar\ell_{si} = \frac1K \sum_k \ell_{ksi}` (the strongest among ties); the
-    fit's per-unit strengths are set to them and its parameters back to the start, for the
-    refit on all training bins. Returns ``cross_validation`` of ``summary.json``."""
+    training bins; with ``cv_last_block`` only the last one, a validation block at the end)
+    and every strength :math:`\lambda_s` of the grid, strongest first: fits on the other
+    training bins, from the start for the first strength and from the previous strength's
+    solution after it (warm start), and scores each unit i's log-likelihood on :math:`B_k`
+    per bin, :math:`\ell_{ksi}`. A fold's penalty weighs as much on its total
+    log-likelihood as on the whole training span's (a prior on the weights, as in
+    scikit-learn's C): λ times the training bins over the fold's. Each unit's chosen
+    strength maximizes its mean curve :math:`\bar\ell_{si} = \frac1K \sum_k \ell_{ksi}`
+    (the strongest among ties); the fit's per-unit strengths are set to them and its
+    parameters back to the start, for the refit on all training bins. Returns
+    ``cross_validation`` of ``summary.json``."""
     grid = sorted(fit.hparams.penalty_grid, reverse=True)
     n_train = fit.trainer.datamodule.n_train_bins
     folds = contiguous_folds(n_train, fit.hparams.cv_folds)
+    if fit.hparams.cv_last_block:
+        folds = folds[-1:]
     rank, world_size = fit.global_rank, fit.trainer.world_size
     start = fit.trainable_state()
     scores = torch.zeros(len(folds), len(grid), fit.n_neurons, dtype=torch.float64)
@@ -63,7 +69,8 @@ def cross_validate(fit: LikelihoodFit) -> dict:
         heldout = fold_chunks(fit, [(a, b)], rank, world_size)
         fit.load_trainable_state(start)
         for s, strength in enumerate(grid):
-            fit.unit_strength = torch.full((fit.n_neurons,), float(strength))
+            prior = float(strength) * n_train / (n_train - (b - a))
+            fit.unit_strength = torch.full((fit.n_neurons,), prior)
             fit.fit_chunks(train)
             scores[k, s] = fit.unit_log_likelihood(heldout).double().cpu() / (b - a)
     curves = scores.mean(0)  # [S, N]

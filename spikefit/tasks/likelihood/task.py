@@ -132,6 +132,8 @@ class LikelihoodFit(L.LightningModule):
             regularizer's own strength for all units.
         cv_folds: folds K ≥ 2 of the cross-validation: contiguous time blocks of the
             training bins.
+        cv_last_block: validate on the last of the ``cv_folds`` blocks only (e.g. 6: the
+            last sixth of the training span), instead of on every block in turn.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class LikelihoodFit(L.LightningModule):
         seed: int = 0,
         penalty_grid: list[float] | None = None,
         cv_folds: int = 5,
+        cv_last_block: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])

@@ -19,7 +19,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 import yaml
 from jsonargparse import ArgumentParser, lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -40,6 +39,7 @@ from spikefit.files import load_file
 from spikefit.io import write_nwb, write_phy, write_raster, write_spike_times
 from spikefit.models import BaseModel
 from spikefit.tasks import RateCalibration
+from spikefit.tasks.calibration.run_files import load_model_state
 from spikefit.tasks.callbacks import DiscardFailedRun
 from spikefit.tasks.defaults import DEFAULT_MODEL
 
@@ -193,7 +193,8 @@ def simulate(
         network: a folder of connectivity matrices, whose first matrix is simulated, or a
             network file of a fit (``fitted_network.pt``, :func:`~spikefit.datasets.load_network`).
         model_state: a state dict saved by the model's ``save`` (a fit's ``fitted_model.pt``),
-            loaded into ``model`` first (:func:`load_model_state`).
+            loaded into ``model`` first
+            (:func:`~spikefit.tasks.calibration.run_files.load_model_state`).
         n_steps: recorded steps (one bin of ``model.dt`` ms each).
         seed: simulation seed.
         equilibration_steps: steps run first and not written.
@@ -243,34 +244,6 @@ def network_of(network: str | None, generator: ConnectivityGenerator) -> Data:
         return generator.generate(1)[0]
     path = Path(network)
     return load_network(path) if path.is_file() else ConnectivityDataset(path)[0]
-
-
-def load_model_state(model: BaseModel, path: Path) -> None:
-    """Loads the state dict ``path`` into ``model``
-    (:meth:`~spikefit.models.BaseModel.load`); an InputError naming ``path`` when another
-    model saved it: other parameters, or other settings (a buffer such as the window T or
-    dt differs)."""
-    expected = (
-        f"a state dict saved by a {type(model).__name__} with the same arguments: the fit's "
-        "model, model.init_args.model in the run's config.yaml"
-    )
-    settings = {
-        name: buffer.clone()
-        for name, buffer in model.named_buffers()
-        if not name.startswith("stimulus.")
-    }
-    try:
-        model.load(path)
-    except RuntimeError as error:
-        problem = str(error).splitlines()[-1].strip()
-        raise InputError(str(path), f"does not fit the model: {problem}", expected) from None
-    differ = [
-        name for name, value in settings.items() if not torch.equal(value, model.get_buffer(name))
-    ]
-    if differ:
-        raise InputError(
-            str(path), f"was saved with other settings ({', '.join(differ)})", expected
-        )
 
 
 def run_simulate(argv: list[str]) -> None:

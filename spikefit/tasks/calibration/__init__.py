@@ -2,7 +2,12 @@
 
 from spikefit.tasks.calibration.estimator import Errors, flatten, log_below_target
 from spikefit.tasks.calibration.jacobian import jacobian_vector, sparse_jacobian, vector_jacobian
-from spikefit.tasks.calibration.solvers import Adam, CalibrationSolver, GaussNewton
+from spikefit.tasks.calibration.solvers import (
+    Adam,
+    CalibrationSolver,
+    GaussNewton,
+    SafeguardedNewton,
+)
 from spikefit.tasks.calibration.task import RateCalibration
 from spikefit.tasks.defaults import DEFAULT_MODEL, SEED_INTRODUCTION
 
@@ -10,6 +15,7 @@ __all__ = [
     "RateCalibration",
     "CalibrationSolver",
     "GaussNewton",
+    "SafeguardedNewton",
     "Adam",
     "Errors",
     "flatten",

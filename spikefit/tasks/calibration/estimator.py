@@ -23,17 +23,19 @@ class Errors:
     Attributes:
         residuals: [R] every target's relative errors, flattened (a per-neuron target: N).
         variance: [R] their sampling variances.
-        targets: [T] each target's error of the mean rate (what convergence judges).
-        target_variance: [T] their sampling variances.
+        judged: [J] the errors convergence judges (:func:`judged_errors`): every target's
+            error of the mean rate, then, where each neuron is judged, every neuron's own
+            error of the per-neuron targets.
+        judged_variance: [J] their sampling variances.
         trials: trials per process behind the estimate.
-        prior: the variance of one trial's error of each target [T] and its weight (degrees
-            of freedom), carried to the next step.
+        prior: the variance of one trial's value of each judged error [J] and its weight
+            (degrees of freedom), carried to the next step.
     """
 
     residuals: torch.Tensor
     variance: torch.Tensor
-    targets: torch.Tensor
-    target_variance: torch.Tensor
+    judged: torch.Tensor
+    judged_variance: torch.Tensor
     trials: int
     prior: tuple[torch.Tensor, float]
 
@@ -43,29 +45,58 @@ def flatten(trial_errors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([error.detach().reshape(error.shape[0], -1) for error in trial_errors], 1)
 
 
+def judged_errors(
+    targets: list[RateTarget], trial_errors: torch.Tensor, each_neuron: bool
+) -> torch.Tensor:
+    """The errors convergence judges [K, J] from per-trial errors [K, R] (flattened
+    ``targets``): every target's error of the mean rate, then, with ``each_neuron``, every
+    neuron's own error of the per-neuron targets."""
+    parts = trial_errors.split([target.rate_hz.numel() for target in targets], dim=1)
+    means = [
+        target.error_of_mean(part.squeeze(1) if target.rate_hz.dim() == 0 else part)
+        for target, part in zip(targets, parts, strict=True)
+    ]
+    neurons = [
+        part for target, part in zip(targets, parts, strict=True) if target.rate_hz.dim() == 1
+    ]
+    return torch.cat([torch.stack(means, 1), *(neurons if each_neuron else [])], 1)
+
+
+def judged_tolerances(
+    targets: list[RateTarget], tolerance: float, neuron_tolerance: float | None
+) -> torch.Tensor:
+    """The tolerance [J] of every error of :func:`judged_errors`, each neuron judged where
+    ``neuron_tolerance`` is given: ``tolerance`` for the means, ``neuron_tolerance`` for
+    every neuron's own error."""
+    tolerances = [torch.full((len(targets),), tolerance)]
+    if neuron_tolerance is not None:
+        tolerances += [
+            torch.full((target.rate_hz.numel(),), neuron_tolerance)
+            for target in targets
+            if target.rate_hz.dim() == 1
+        ]
+    return torch.cat(tolerances).to(targets[0].rate_hz.device)
+
+
 def pool(
     targets: list[RateTarget],
     trial_errors: torch.Tensor,
     prior: tuple[torch.Tensor, float] | None,
     world: int,
     reduce: Reduce,
+    each_neuron: bool = False,
 ) -> Errors:
     """Means and sampling variances of per-trial errors [K, R] (flattened ``targets``),
-    averaged over the ``world`` processes (each simulates its own networks and trials).
+    averaged over the ``world`` processes (each simulates its own networks and trials), and
+    of the errors convergence judges (:func:`judged_errors`, every neuron's own with
+    ``each_neuron``).
 
-    The variance of one trial's error of each target is pooled with the ``prior`` of the
-    last steps near the target (half its weight per step), so that a step of a few trials
-    does not judge its precision from a few degrees of freedom. (Steps far from the target
-    do not count: the variance changes with the rate.)"""
+    The variance of one trial's value of each judged error is pooled with the ``prior`` of
+    the last steps near the target (half its weight per step), so that a step of a few
+    trials does not judge its precision from a few degrees of freedom. (Steps far from the
+    target do not count: the variance changes with the rate.)"""
     trials = trial_errors.shape[0]
-    parts = trial_errors.split([target.rate_hz.numel() for target in targets], dim=1)
-    per_target = torch.stack(
-        [
-            target.error_of_mean(part.squeeze(1) if target.rate_hz.dim() == 0 else part)
-            for target, part in zip(targets, parts, strict=True)
-        ],
-        1,
-    )
+    per_target = judged_errors(targets, trial_errors, each_neuron)
 
     def spread(values: torch.Tensor) -> torch.Tensor:  # variance of one trial's values
         if trials == 1:
@@ -88,21 +119,22 @@ def pool(
     )
 
 
-def all_within_tolerance(errors: Errors, tolerance: float) -> bool:
-    """Whether every target's error of the mean rate is within ``tolerance``."""
-    return bool((errors.targets.abs() <= tolerance).all())
+def all_within_tolerance(errors: Errors, tolerance: float | torch.Tensor) -> bool:
+    """Whether every judged error is within its ``tolerance`` (one for all, or [J])."""
+    return bool((errors.judged.abs() <= tolerance).all())
 
 
-def precision_ratio(errors: Errors, tolerance: float, precision: float) -> float:
-    """Largest ratio of a target's error variance to the one asked for (≤ 1: precise
-    enough): a standard error of ``precision × tolerance`` once every error is within the
-    tolerance (the step validation follows), before that of a third of each error (the
-    step surely points the right way and removes most of the error), or that if larger."""
-    floor = precision * tolerance
+def precision_ratio(errors: Errors, tolerance: float | torch.Tensor, precision: float) -> float:
+    """Largest ratio of a judged error's variance to the one asked for (≤ 1: precise
+    enough): a standard error of ``precision × tolerance`` (its own tolerance, of one for
+    all or [J]) once every error is within its tolerance (the step validation follows),
+    before that of a third of each error (the step surely points the right way and
+    removes most of the error), or that if larger."""
+    floor = precision * torch.as_tensor(tolerance, device=errors.judged.device)
     if not all_within_tolerance(errors, tolerance):
-        wanted = (errors.targets.abs() / 3).clamp(min=floor)
-        return float((errors.target_variance / wanted**2).max())
-    return float((errors.target_variance / floor**2).max())
+        wanted = torch.maximum(errors.judged.abs() / 3, floor)
+        return float((errors.judged_variance / wanted**2).max())
+    return float((errors.judged_variance / floor**2).max())
 
 
 def more_trials(ratio: float, pooled: int, max_trials: int) -> int:

@@ -9,9 +9,11 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torch_geometric.data import Data
 
-from spikefit.checks import in_range, non_negative, positive
+from spikefit.checks import InputError, in_range, non_negative, positive
 from spikefit.tasks import gauss_newton
+from spikefit.tasks.calibration import safeguarded
 from spikefit.tasks.calibration.estimator import flatten
+from spikefit.tasks.gauss_newton import Linearization
 
 if TYPE_CHECKING:
     from spikefit.tasks.calibration.task import RateCalibration
@@ -49,6 +51,46 @@ class GaussNewton(CalibrationSolver):
 
     def step(self, task: RateCalibration, batch: Data, batch_idx: int) -> None:
         task.optimizers().step(closure=lambda: task.linearize(batch, batch_idx))
+
+
+class SafeguardedNewton(CalibrationSolver):
+    r"""Newton steps on every neuron's own value of one per-neuron parameter against
+    per-neuron targets alone (a diagonal Jacobian), each within a trust radius of its own
+    (:class:`spikefit.tasks.calibration.safeguarded.SafeguardedNewton`): the slope the last
+    steps measured, network feedback included, where it stands above the noise, else the
+    open-loop Jacobian of the task's
+    :meth:`~spikefit.tasks.calibration.RateCalibration.linearize`. For networks whose
+    feedback throws Gauss–Newton's steps far (a fitted network that runs away or falls
+    silent): a neuron moves at most by its radius, which doubles while it is far from its
+    target and halves when it overshoots, and a saturated or silent neuron, whose rate
+    does not respond, still moves toward its target.
+
+    Args:
+        radius: the largest first change of a neuron's value, in the parameter's units (for
+            an offset such as b, 1 changes a logistic or exponential neuron's open-loop rate
+            up to e-fold).
+    """
+
+    def __init__(self, radius: float = 1.0) -> None:
+        self.radius = positive(f"{type(self).__name__}.radius", radius)
+
+    def build(self, parameters: list[nn.Parameter]) -> OptimizerLRScheduler:
+        return safeguarded.SafeguardedNewton(parameters, radius=self.radius)
+
+    def step(self, task: RateCalibration, batch: Data, batch_idx: int) -> None:
+        def closure() -> Linearization:
+            linear = task.linearize(batch, batch_idx)
+            n = task.model.get_parameter(task.tuned[0]).numel()
+            if len(task.tuned) > 1 or linear.jacobian.shape != (n, n):
+                raise InputError(
+                    f"{task.owner}.solver",
+                    f"{type(self).__name__} steps one parameter with one error per value, "
+                    f"not {task.tuned} against {len(linear.residuals)} errors",
+                    "one per_neuron parameter tuned to neuron_rates_hz alone, or GaussNewton",
+                )
+            return linear
+
+        task.optimizers().step(closure=closure)
 
 
 class Adam(CalibrationSolver):

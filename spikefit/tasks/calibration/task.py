@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
@@ -20,12 +21,14 @@ from spikefit.tasks.calibration.estimator import (
     Errors,
     all_within_tolerance,
     flatten,
+    judged_tolerances,
     log_below_target,
     more_trials,
     pool,
     precision_ratio,
 )
 from spikefit.tasks.calibration.jacobian import is_local, sparse_jacobian
+from spikefit.tasks.calibration.run_files import WriteTunedModel, load_model_state, read_rates
 from spikefit.tasks.calibration.solvers import CalibrationSolver, GaussNewton
 from spikefit.tasks.callbacks import WriteFigures, WriteSummary
 from spikefit.tasks.checkpoints import match_state, stamp
@@ -92,20 +95,32 @@ class RateCalibration(L.LightningModule):
 
     **Done** when the rate of a fresh simulation (another seed, ``validation_steps`` ×
     ``validation_trials``) is within ``tolerance`` of every target (per-neuron targets: their
-    mean). The validation simulation runs only after a step that started within tolerance
-    (and at the last epoch), so steps far from the target cost no validation.
+    mean) and, with ``neuron_tolerance``, every neuron's rate within ``neuron_tolerance`` of
+    its own per-neuron target (the steps' precision then asks the same of every neuron). The
+    validation simulation runs only after a step that started within tolerance (and at the
+    last epoch), so steps far from the target cost no validation.
+
+    The tuned model's state is written as ``tuned_model.pt`` at the end of a fit; a fit's
+    ``fitted_model.pt`` (``model_state``) and its recorded rates (``neuron_rates_hz``: the
+    fit's ``summary.json``) re-tune a fitted network to the rates it was fitted to.
 
     Args:
         model: the spiking network model (default: the seed introduction BernoulliGLM).
+        model_state: a state dict loaded into ``model`` first (a likelihood fit's
+            ``fitted_model.pt``, saved by a model of the same class and arguments).
         tune: names of the parameters to tune (``stimulus.<name>`` for the stimulus).
         per_neuron: tuned parameters that get one value per neuron of the batch.
         target_rate_hz: target mean rate of all neurons, in Hz.
         population_rates_hz: target rate per population name, in Hz.
         populations: population name → [start, stop) fractions of each network's neurons.
-        neuron_rates_hz: target rate of every neuron of a network, in Hz.
+        neuron_rates_hz: target rate of every neuron of a network, in Hz: a list, or a file
+            (:func:`~spikefit.tasks.calibration.run_files.read_rates`: a likelihood fit's
+            ``summary.json``, its recorded rates, or a ``.npy``/``.pt`` vector).
         stimulated_rate_hz: target rate of stimulated neurons while stimulated, in Hz.
         stimulus: a stimulus to add to the model (its masks follow the network batches).
-        solver: :class:`~spikefit.tasks.calibration.GaussNewton` (default) or
+        solver: :class:`~spikefit.tasks.calibration.GaussNewton` (default),
+            :class:`~spikefit.tasks.calibration.SafeguardedNewton` (one per-neuron parameter
+            against per-neuron targets, e.g. a fitted network's biases) or
             :class:`~spikefit.tasks.calibration.Adam`.
         window_steps: steps simulated per trial of a step.
         equilibration_steps: steps run before each window.
@@ -114,6 +129,8 @@ class RateCalibration(L.LightningModule):
         precision: standard error of a step's errors near the target, relative to the
             tolerance.
         tolerance: relative error of the validation rates counted as converged.
+        neuron_tolerance: relative error of every neuron's validation rate from its
+            per-neuron target counted as converged (None: only their mean is judged).
         validation_steps: steps of the fresh validation simulation.
         validation_trials: trials of the fresh validation simulation (None: as many as
             make every target's counted rate precise to a third of the tolerance).
@@ -124,12 +141,13 @@ class RateCalibration(L.LightningModule):
     def __init__(
         self,
         model: BaseModel = DEFAULT_MODEL,
+        model_state: str | None = None,
         tune: list[str] | None = None,
         per_neuron: list[str] | None = None,
         target_rate_hz: float | None = 10.0,
         population_rates_hz: dict[str, float] | None = None,
         populations: dict[str, tuple[float, float]] | None = None,
-        neuron_rates_hz: list[float] | None = None,
+        neuron_rates_hz: list[float] | str | None = None,
         stimulated_rate_hz: float | None = None,
         stimulus: BaseStimulus | None = None,
         solver: CalibrationSolver | None = None,
@@ -139,6 +157,7 @@ class RateCalibration(L.LightningModule):
         max_trials: int = 256,
         precision: float = 0.2,
         tolerance: float = 0.02,
+        neuron_tolerance: float | None = None,
         validation_steps: int = 10_000,
         validation_trials: int | None = None,
         figures: bool = True,
@@ -149,6 +168,8 @@ class RateCalibration(L.LightningModule):
         self.automatic_optimization = False
         owner = self.owner = type(self).__name__
         model = own_model(model)
+        if model_state is not None:
+            load_model_state(model, Path(model_state))
         solver = solver if solver is not None else GaussNewton()
         if not isinstance(solver, CalibrationSolver):
             kind = type(solver)
@@ -160,6 +181,9 @@ class RateCalibration(L.LightningModule):
             )
         check_settings(owner, self.hparams)
         tune = tune if tune is not None else ["theta"]
+        if isinstance(neuron_rates_hz, str):
+            neuron_rates_hz = read_rates(Path(neuron_rates_hz))
+        self.neuron_rates = neuron_rates_hz
         rates = {
             "target_rate_hz": target_rate_hz,
             "stimulated_rate_hz": stimulated_rate_hz,
@@ -250,6 +274,7 @@ class RateCalibration(L.LightningModule):
         return spikes
 
     def targets(self, batch: Data, steps: int) -> list[RateTarget]:
+        self.check_network_sizes(batch)
         memory = self.model.memory_steps
         times = torch.arange(memory, memory + steps, device=batch.W0.device)
         on = None
@@ -262,10 +287,30 @@ class RateCalibration(L.LightningModule):
             hp.target_rate_hz,
             hp.population_rates_hz,
             hp.populations,
-            hp.neuron_rates_hz,
+            self.neuron_rates,
             hp.stimulated_rate_hz,
             self.owner,
         )
+
+    def check_network_sizes(self, batch: Data) -> None:
+        """Raises an InputError unless every network of ``batch`` has one neuron per rate of
+        ``neuron_rates_hz``."""
+        if self.neuron_rates is None:
+            return
+        ptr = getattr(batch, "ptr", None)
+        sizes = set((ptr[1:] - ptr[:-1]).tolist()) if ptr is not None else {batch.num_nodes}
+        other = sorted(sizes - {len(self.neuron_rates)})
+        if other:
+            raise InputError(
+                f"{self.owner}.neuron_rates_hz",
+                f"{len(self.neuron_rates)} rates for a network of {other[0]} neurons",
+                f"one rate per neuron of each network: {other[0]}",
+            )
+
+    def tolerances(self, targets: list[RateTarget]) -> torch.Tensor:
+        """The tolerance of every error convergence judges [J]
+        (:func:`~.estimator.judged_tolerances`)."""
+        return judged_tolerances(targets, self.hparams.tolerance, self.hparams.neuron_tolerance)
 
     def rate_hz(self, counts: torch.Tensor) -> torch.Tensor:
         """Spikes per step → Hz."""
@@ -292,7 +337,12 @@ class RateCalibration(L.LightningModule):
         """The estimate of per-trial errors [K, R] over all processes, with the variance
         prior of the last steps near the target (:func:`~.estimator.pool`)."""
         return pool(
-            targets, trial_errors, self.prior, self.trainer.world_size, self.trainer.strategy.reduce
+            targets,
+            trial_errors,
+            self.prior,
+            self.trainer.world_size,
+            self.trainer.strategy.reduce,
+            each_neuron=self.hparams.neuron_tolerance is not None,
         )
 
     def linearize(self, batch: Data, batch_idx: int) -> Linearization:
@@ -315,11 +365,12 @@ class RateCalibration(L.LightningModule):
                 if jacobian is None:
                     jacobian = self.jacobian([error.mean(dim=0) for error in trial_errors])
             errors = self.errors(targets, torch.cat(pooled))
-            ratio = precision_ratio(errors, hp.tolerance, hp.precision)
+            ratio = precision_ratio(errors, self.tolerances(targets), hp.precision)
             if ratio <= 1 or errors.trials >= hp.max_trials:
                 break
             wanted = more_trials(ratio, errors.trials, hp.max_trials)
-        self.prior = errors.prior if all_within_tolerance(errors, hp.tolerance) else None
+        within = all_within_tolerance(errors, self.tolerances(targets))
+        self.prior = errors.prior if within else None
         jacobian = jacobian.coalesce()
         if self.trainer.world_size > 1:
             jacobian = self.trainer.strategy.reduce(jacobian.to_dense(), reduce_op="mean")
@@ -374,12 +425,12 @@ class RateCalibration(L.LightningModule):
 
     def record(self, targets: list[RateTarget], errors: Errors) -> None:
         """Logs a step's estimate and notes whether it was within tolerance."""
-        self.within_tolerance = all_within_tolerance(errors, self.hparams.tolerance)
+        self.within_tolerance = all_within_tolerance(errors, self.tolerances(targets))
         parts = errors.residuals.split([target.rate_hz.numel() for target in targets])
         loss = torch.stack([part.square().mean() for part in parts]).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=1)
         self.log("train/trials", float(errors.trials), batch_size=1)
-        for target, error in zip(targets, errors.targets, strict=True):
+        for target, error in zip(targets, errors.judged[: len(targets)], strict=True):
             rate = target.rate_hz.mean() * (1 + error)  # the mean rate, in Hz
             self.log(f"train/rate_hz/{target.name}", rate, prog_bar=True, batch_size=1)
         for name in self.tuned:
@@ -422,16 +473,25 @@ class RateCalibration(L.LightningModule):
 
     def validation_trials(self, targets: list[RateTarget], n_neurons: int) -> int:
         """``validation_trials``, or (None) enough trials that every target's counted rate
-        has a Poisson standard error of at most a third of the tolerance (a calibrated model
-        passes with 99.7% probability): 1 for the default's 500 neurons at 10 Hz over 10,000
-        steps, more for a few neurons."""
-        if self.hparams.validation_trials is not None:
-            return self.hparams.validation_trials
-        spikes = min(
-            target.spikes_per_trial(n_neurons, self.hparams.validation_steps, float(self.model.dt))
-            for target in targets
-        )
-        return min(self.hparams.max_trials, math.ceil(9 / (self.hparams.tolerance**2 * spikes)))
+        (and with ``neuron_tolerance`` every neuron's of a per-neuron target) has a Poisson
+        standard error of at most a third of its tolerance (a calibrated model passes with
+        99.7% probability): 1 for the default's 500 neurons at 10 Hz over 10,000 steps, more
+        for a few neurons; at most ``max_trials``."""
+        hp = self.hparams
+        if hp.validation_trials is not None:
+            return hp.validation_trials
+        steps, dt = hp.validation_steps, float(self.model.dt)
+        needed = [
+            (target.spikes_per_trial(n_neurons, steps, dt), hp.tolerance) for target in targets
+        ]
+        if hp.neuron_tolerance is not None:
+            needed += [
+                (float(target.rate_hz.min()) * steps * dt / 1000, hp.neuron_tolerance)
+                for target in targets
+                if target.rate_hz.dim() == 1
+            ]
+        trials = max(math.ceil(9 / (tolerance**2 * spikes)) for spikes, tolerance in needed)
+        return min(hp.max_trials, trials)
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -449,7 +509,12 @@ class RateCalibration(L.LightningModule):
             / torch.tensor(target).mean().item()
             for name, target in self.target_rates.items()
         ]
-        self.converged = bool(errors) and max(errors) <= self.hparams.tolerance
+        neuron_tolerance = self.hparams.neuron_tolerance  # given with per-neuron targets
+        each_within = (
+            neuron_tolerance is None
+            or largest_neuron_error(self.achieved, self.target_rates) <= neuron_tolerance
+        )
+        self.converged = bool(errors) and max(errors) <= self.hparams.tolerance and each_within
         if self.converged and not self.trainer.sanity_checking:
             self.trainer.should_stop = True
 
@@ -480,8 +545,10 @@ class RateCalibration(L.LightningModule):
 
     @override
     def configure_callbacks(self) -> list[L.Callback]:
-        """The figures (with ``figures``) and the summary, written at the end of a fit."""
-        return [WriteFigures(), WriteSummary()] if self.hparams.figures else [WriteSummary()]
+        """The figures (with ``figures``), the tuned model's state and the summary, written
+        at the end of a fit."""
+        outputs = [WriteTunedModel(), WriteSummary()]
+        return [WriteFigures(), *outputs] if self.hparams.figures else outputs
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict:
@@ -499,6 +566,7 @@ class RateCalibration(L.LightningModule):
             "solver": type(self.solver).__name__,
             "steps": self.global_step,
             "tolerance": self.hparams.tolerance,
+            "neuron_tolerance": self.hparams.neuron_tolerance,
             "validation_steps": self.hparams.validation_steps,
             "validation_trials": self.validated_trials,
             "wall_time_s": time.perf_counter() - self.started,
@@ -516,6 +584,9 @@ class RateCalibration(L.LightningModule):
             f"{k} = {torch.tensor(v).mean():.4g}" + (" (mean)" if isinstance(v, list) else "")
             for k, v in summary["parameters"].items()
         )
+        largest = largest_neuron_error(summary["achieved_rate_hz"], summary["targets"])
+        if largest is not None:
+            achieved += f" (largest neuron error {100 * largest:.1f}%)"
         trials = summary["validation_trials"]
         return (
             f"\nspikefit calibration: {achieved} on {summary['validation_steps']} fresh "
@@ -558,6 +629,18 @@ class RateCalibration(L.LightningModule):
         return {"raster": raster, "rate_histogram": histogram}
 
 
+def largest_neuron_error(achieved: dict, targets: dict) -> float | None:
+    """The largest relative error of a neuron's ``achieved`` rate from its own rate of a
+    per-neuron target (target name → a list of rates in Hz, as in :meth:`summary
+    <RateCalibration.summary>`); None without per-neuron targets."""
+    errors = []
+    for name, rates in targets.items():
+        if isinstance(rates, list):
+            rates = torch.tensor(rates)
+            errors.append(float(((torch.tensor(achieved[name]) - rates).abs() / rates).max()))
+    return max(errors, default=None)
+
+
 def check_settings(owner: str, settings: dict) -> None:
     """Raises an InputError naming the first out-of-range setting of the calibration."""
     for name in ("window_steps", "n_trials", "validation_steps"):
@@ -568,3 +651,11 @@ def check_settings(owner: str, settings: dict) -> None:
         whole(f"{owner}.validation_trials", settings["validation_trials"], 1)
     for name in ("precision", "tolerance"):
         positive(f"{owner}.{name}", settings[name])
+    if settings["neuron_tolerance"] is not None:
+        positive(f"{owner}.neuron_tolerance", settings["neuron_tolerance"])
+        if settings["neuron_rates_hz"] is None:
+            raise InputError(
+                f"{owner}.neuron_tolerance",
+                "judges per-neuron targets, and none is given",
+                "null, or targets in neuron_rates_hz",
+            )

@@ -9,6 +9,10 @@ import torch
 
 from spikefit.checks import positive, whole
 
+#: The objective, its gradient [N, P], an approximate Hessian [N, P, P] in every neuron's
+#: block and the product of the exact Hessian blocks with a direction [N, P].
+Curvature = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
 
 @dataclass
 class NewtonSystem:
@@ -19,11 +23,13 @@ class NewtonSystem:
             neuron's block (entries that are not fitted: gradient 0, Hessian identity).
         objective: the objective at the current parameters (no gradient).
         to_parameters: a block step [N, P] as one step per optimizer parameter.
+        curvature: returns the :data:`Curvature` (for Newton-CG; the same conventions).
     """
 
     blocks: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     objective: Callable[[], torch.Tensor]
     to_parameters: Callable[[torch.Tensor], list[torch.Tensor]]
+    curvature: Callable[[], Curvature]
 
 
 class Solver:
@@ -37,6 +43,7 @@ class Solver:
 
     full_batch = False
     needs_blocks = False
+    approximate_hessian = False
 
     def build(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -168,9 +175,8 @@ class Newton(Solver):
         parameters = optimizer.param_groups[0]["params"]
         first = None
         for _ in range(self.max_iter):
-            objective, gradient, hessian = system.blocks()
+            objective, gradient, step = self.direction(system)
             first = objective if first is None else first
-            step = newton_step(gradient, hessian)
             decrease = -(gradient.double() * step).sum()
             if decrease / 2 <= self.tolerance:
                 return first, True
@@ -191,12 +197,87 @@ class Newton(Solver):
                 length /= 2
         return first, False
 
+    def direction(self, system: NewtonSystem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The objective, its gradient [N, P] and the Newton step [N, P] (float64)."""
+        objective, gradient, hessian = system.blocks()
+        return objective, gradient, newton_step(gradient, hessian)
 
-def newton_step(gradient: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
-    """:math:`-H_i^{-1} g_i` for every block [N, P] (float64). Each block is scaled to a unit
-    diagonal first; a block that is not numerically positive definite gets the least
-    Levenberg damping that makes it so."""
-    hessian, gradient = hessian.double(), gradient.double()
+
+class NewtonCG(Newton):
+    r"""Newton's method with every neuron's system :math:`H_i \delta_i = -\nabla_i f` solved
+    by preconditioned conjugate gradients (truncated Newton): for fits with many
+    presynaptic traces per neuron (a basis of B coupling filters on N units: B·N weights per
+    neuron), whose exact Hessian blocks cost N·S·(BN)² per iteration. The exact Hessian acts
+    only through products (two passes over the traces each), and the preconditioner is the
+    Hessian with its coupling part :math:`\sum_t w_{ti} F_t F_t^\top` replaced by a multiple
+    of the traces' Gram matrix :math:`F^\top F`, computed once
+    (:func:`~spikefit.tasks.likelihood.newton.gram_preconditioner`). Each neuron's CG stops
+    when its residual, in the preconditioner's norm, falls below :math:`\eta_i` times its
+    gradient's, :math:`\eta_i = \min(0.1, \lVert g_i \rVert_{M^{-1}}^{1/2})` (superlinear
+    convergence), or after ``max_cg`` products. Same line search and stopping rule as
+    :class:`Newton`.
+
+    Args:
+        max_iter: Newton iterations per step.
+        tolerance: stop when the predicted distance to the optimum is below this.
+        max_cg: conjugate-gradient products per Newton iteration.
+    """
+
+    approximate_hessian = True
+
+    def __init__(self, max_iter: int = 50, tolerance: float = 1e-10, max_cg: int = 50) -> None:
+        super().__init__(max_iter, tolerance)
+        self.max_cg = whole(f"{type(self).__name__}.max_cg", max_cg, 1)
+
+    def direction(self, system: NewtonSystem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        objective, gradient, precondition, product = system.curvature()
+        step = conjugate_gradients(
+            lambda v: product(v.to(gradient.dtype)).double(),
+            -gradient.double(),
+            precondition,
+            self.max_cg,
+        )
+        return objective, gradient, step
+
+
+def conjugate_gradients(
+    product: Callable[[torch.Tensor], torch.Tensor],
+    target: torch.Tensor,
+    precondition: Callable[[torch.Tensor], torch.Tensor],
+    max_products: int,
+) -> torch.Tensor:
+    r"""Solves every block's :math:`H_i x_i = b_i` ([N, P] each, ``product`` applies H) by
+    preconditioned conjugate gradients, each block its own; a block stops when its residual
+    in the preconditioner's norm is below :math:`\eta_i` times :math:`b_i`'s,
+    :math:`\eta_i = \min(0.1, \lVert b_i \rVert_{M^{-1}}^{1/2})`."""
+    solution = torch.zeros_like(target)
+    residual = target.clone()
+    preconditioned = precondition(residual)
+    rho = (residual * preconditioned).sum(1)  # ‖r_i‖² in M⁻¹ [N]
+    goal = rho * rho.sqrt().sqrt().clamp(max=0.1).square()
+    direction = preconditioned
+    for _ in range(max_products):
+        active = rho > goal
+        if not active.any():
+            break
+        moved = product(direction * active.unsqueeze(1))
+        curvature = (direction * moved).sum(1)
+        alpha = torch.where(active & (curvature > 0), rho / curvature.clamp(min=1e-300), 0.0)
+        solution += alpha.unsqueeze(1) * direction
+        residual -= alpha.unsqueeze(1) * moved
+        preconditioned = precondition(residual)
+        updated = (residual * preconditioned).sum(1)
+        beta = (updated / rho.clamp(min=1e-300)).unsqueeze(1)
+        direction = torch.where(active.unsqueeze(1), preconditioned + beta * direction, direction)
+        rho = torch.where(active, updated, rho)
+    return solution
+
+
+def block_solver(hessian: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    r""":math:`x \mapsto H_i^{-1} x_i` for every block [N, P] (float64), by the Cholesky
+    factor of each block scaled to a unit diagonal; a block that is not numerically
+    positive definite gets the least Levenberg damping that makes it so."""
+    hessian = hessian.double()
     unit = hessian.diagonal(dim1=-2, dim2=-1).clamp(min=1e-300).rsqrt()  # [N, P]
     scaled = hessian * unit.unsqueeze(-1) * unit.unsqueeze(-2)
     eye = torch.eye(hessian.shape[-1], dtype=hessian.dtype, device=hessian.device)
@@ -207,5 +288,16 @@ def newton_step(gradient: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
         if not failed.any():
             break
         damping[failed] = level
-    step = torch.cholesky_solve((gradient * unit).unsqueeze(-1), factor).squeeze(-1)
-    return -step * unit
+
+    def solve(x: torch.Tensor) -> torch.Tensor:
+        """The solution for x [N, P] (or [N, P, Q]: Q right-hand sides)."""
+        if x.dim() == 2:
+            return solve(x.unsqueeze(-1)).squeeze(-1)
+        return torch.cholesky_solve(x * unit.unsqueeze(-1), factor) * unit.unsqueeze(-1)
+
+    return solve
+
+
+def newton_step(gradient: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
+    """:math:`-H_i^{-1} g_i` for every block [N, P] (float64, :func:`block_solver`)."""
+    return -block_solver(hessian)(gradient.double())

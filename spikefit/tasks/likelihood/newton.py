@@ -4,7 +4,7 @@ and the gradient and Hessian assembled from it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -14,7 +14,7 @@ from spikefit.models.coupling import to_csr
 from spikefit.tasks.likelihood.objective import Prepared, link_derivatives
 from spikefit.tasks.likelihood.parameters import coupling_columns, design_columns
 from spikefit.tasks.regularizers import Regularizer
-from spikefit.tasks.solvers import NewtonSystem
+from spikefit.tasks.solvers import Curvature, NewtonSystem, block_solver
 
 if TYPE_CHECKING:
     from spikefit.tasks.likelihood.task import LikelihoodFit
@@ -36,10 +36,13 @@ def newton_system(
     its incoming coupling weights, then the columns of its local terms in order
     (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets."""
     designs: dict[int, LinearDesign] = {}
+    approximate = fit.solver.approximate_hessian
 
     def design(k: int) -> LinearDesign:
         if k not in designs:
-            designs[k] = chunk_design(fit, batch[k], prepared(k)[0], fit.solver.max_pairs)
+            designs[k] = chunk_design(
+                fit, batch[k], prepared(k)[0], fit.solver.max_pairs, approximate=approximate
+            )
         return designs[k]
 
     def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -47,7 +50,7 @@ def newton_system(
         for k, chunk in enumerate(batch):
             nll, g, h = chunk_blocks(fit, chunk, prepared(k), chunk["weight"] * scale, design(k))
             total, gradient, hessian = total + nll, gradient + g, hessian + h
-        return reduced_blocks(fit, total, gradient, hessian, "mean", 1.0)
+        return reduced_blocks(fit, total, gradient, hessian, "mean", 1.0)[:3]
 
     def to_parameters(step: torch.Tensor) -> list[torch.Tensor]:
         by_parameter, first = {}, 0
@@ -62,7 +65,130 @@ def newton_system(
             first += term.width
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
 
-    return NewtonSystem(blocks, objective, to_parameters)
+    def curvature() -> Curvature:
+        return system_curvature(fit, batch, prepared, scale, design)
+
+    return NewtonSystem(blocks, objective, to_parameters, curvature)
+
+
+def system_curvature(
+    fit: LikelihoodFit,
+    batch: list[Chunk],
+    prepared: Callable[[int], Prepared],
+    scale: torch.Tensor,
+    design: Callable[[int], LinearDesign],
+) -> Curvature:
+    """Newton-CG's :data:`~spikefit.tasks.solvers.Curvature` of the objective of
+    :func:`newton_system`: the exact product of the Hessian blocks with a direction over
+    every chunk and :func:`gram_preconditioner`, both reduced over processes."""
+    total, gradient, parts, weights = 0.0, 0.0, None, []
+    for k, chunk in enumerate(batch):
+        nll, d, w = chunk_derivatives(fit, chunk, prepared(k), chunk["weight"] * scale)
+        chunk_parts = design(k).preconditioner_parts(w)
+        if parts is not None:
+            chunk_parts = GramParts(*(x + y for x, y in zip(parts, chunk_parts, strict=True)))
+        parts = chunk_parts
+        total, gradient = total + nll, gradient + design(k).gradient(d)
+        weights.append(w)
+    strategy = fit.trainer.strategy
+    parts = GramParts(*(strategy.reduce(x, reduce_op="mean") for x in parts))
+    width = gradient.shape[1]
+    total, gradient, _, penalty = reduced_blocks(
+        fit, total, gradient, gradient.new_zeros(len(gradient), width, width), "mean", 1.0
+    )
+    free = fit.block_mask()
+
+    def product(direction: torch.Tensor) -> torch.Tensor:
+        data = sum(design(k).product(w, direction) for k, w in enumerate(weights))
+        data = strategy.reduce(data, reduce_op="mean")
+        return torch.where(free, data + penalty * direction, direction)
+
+    return total, gradient, gram_preconditioner(parts, penalty, free), product
+
+
+def positive_part(schur: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """The Schur complements [N, A, A] with their eigenvalues raised to at least 1/100 of
+    the least eigenvalue of the ``local`` blocks (the exact cross terms with the Gram
+    approximation need not be positive definite; this keeps the preconditioner so)."""
+    values, vectors = torch.linalg.eigh(schur)
+    local_values = torch.linalg.eigvalsh(local)
+    floor = torch.maximum(0.01 * local_values[:, :1], 1e-12 * local_values[:, -1:])
+    raised = values.maximum(floor.clamp(min=1e-300)).unsqueeze(1)
+    return (vectors * raised) @ vectors.transpose(1, 2)
+
+
+class GramParts(NamedTuple):
+    """Sums over bins for :func:`gram_preconditioner`
+    (:meth:`LinearDesign.preconditioner_parts`)."""
+
+    gram: torch.Tensor  # Σ_t F_t F_tᵀ [M, M]
+    weighted_mass: torch.Tensor  # Σ_t w_ti r_i² ‖F_t‖² [N]
+    mass: torch.Tensor  # Σ_t ‖F_t‖²
+    cross: torch.Tensor  # Σ_t w_ti r_i L_tia F_t [N, A, M]
+    local: torch.Tensor  # Σ_t w_ti L_tia L_tib [N, A, A]
+
+
+def gram_preconditioner(
+    parts: GramParts, penalty: torch.Tensor, free: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""Newton-CG's preconditioner, :math:`x \mapsto M_i^{-1} x_i` for every block [N, P]
+    (float64): the inverse of the Hessian block with its coupling part
+    :math:`\sum_t w_{ti} r_i^2 F_t F_t^\top` replaced by :math:`c_i G + \mu_i I`, G the
+    traces' Gram matrix, :math:`c_i` the mean of :math:`w_{ti} r_i^2` weighted by
+    :math:`\lVert F_t \rVert^2` and :math:`\mu_i` the penalty's curvature, on the fitted
+    entries (``free`` [N, P]; identity elsewhere; ``penalty`` [N, P] the penalty's curvature).
+    One eigendecomposition of G serves every neuron; the entries each block leaves out
+    (e.g. the self-coupling) are removed exactly by a correction of their size, and the
+    local terms enter through their Schur complement."""
+    n, width = free.shape
+    m = parts.cross.shape[2]
+    local_free = free[:, m:]
+    eye = torch.eye(width - m, dtype=torch.float64, device=free.device)
+    local = parts.local.double() + torch.diag_embed(penalty[:, m:].double())
+    local = torch.where(local_free.unsqueeze(1) & local_free.unsqueeze(2), local, eye)
+    if not m:
+        solve = block_solver(local)
+        return lambda x: torch.where(free, solve(x), x)
+    coupled = free[:, :m]
+    values, vectors = torch.linalg.eigh(parts.gram.double())
+    scale = parts.weighted_mass.double() / parts.mass.double().clamp(min=1e-300)
+    ridge = torch.where(coupled, penalty[:, :m].double(), 0.0).amax(1)
+    denominator = scale.unsqueeze(1) * values.clamp(min=0) + ridge.unsqueeze(1)
+    floor = 1e-12 * denominator.amax(1, keepdim=True).clamp(min=1e-300)
+    inverse = 1.0 / denominator.clamp(min=floor)  # [N, M]
+
+    # the left-out coupling entries R_i of every block, padded to the most of any block
+    left_out = (~coupled).sum(1)
+    order = coupled.to(torch.int8).argsort(dim=1, stable=True)[:, : int(left_out.max())]
+    valid = torch.arange(order.shape[1], device=free.device) < left_out.unsqueeze(1)
+    rows = ((vectors[order] * inverse.unsqueeze(1)) @ vectors.t()) * valid.unsqueeze(2)
+    at_left_out = rows.gather(2, order.unsqueeze(1).expand(-1, order.shape[1], -1))
+    pair_valid = valid.unsqueeze(1) & valid.unsqueeze(2)
+    solve_left_out = block_solver(
+        torch.where(pair_valid, at_left_out, torch.eye(order.shape[1], dtype=torch.float64))
+    )
+
+    def coupling_solve(x: torch.Tensor) -> torch.Tensor:
+        r""":math:`(c_i G + \mu_i I)^{-1}` on block i's fitted coupling entries, for the
+        rows of x [N, Q, M]."""
+        solved = ((x @ vectors) * inverse.unsqueeze(1)) @ vectors.t()
+        if not order.shape[1]:
+            return solved
+        index = order.unsqueeze(1).expand(-1, x.shape[1], -1)
+        correction = solve_left_out(solved.gather(2, index).transpose(1, 2)).transpose(1, 2)
+        return solved - correction @ rows
+
+    cross = parts.cross.double() * coupled.unsqueeze(1) * local_free.unsqueeze(2)
+    through = coupling_solve(cross)  # [N, A, M]
+    solve_local = block_solver(positive_part(local - cross @ through.transpose(1, 2), local))
+
+    def precondition(x: torch.Tensor) -> torch.Tensor:
+        moved = coupling_solve((x[:, :m] * coupled).unsqueeze(1)).squeeze(1)
+        own = solve_local(x[:, m:] - (cross @ moved.unsqueeze(-1)).squeeze(-1))
+        moved = moved - (own.unsqueeze(1) @ through).squeeze(1)
+        return torch.where(free, torch.cat([moved, own], 1), x)
+
+    return precondition
 
 
 def chunk_design(
@@ -71,6 +197,7 @@ def chunk_design(
     traces: tuple,
     max_pairs: int,
     dense_beyond: bool = False,
+    approximate: bool = False,
 ) -> LinearDesign:
     """The :class:`LinearDesign` of ``chunk`` from its spike ``traces`` (time-major, as
     :class:`~spikefit.tasks.likelihood.objective.StepCache` keeps them)."""
@@ -81,6 +208,7 @@ def chunk_design(
         fit.model.recurrence().detach(),
         max_pairs,
         dense_beyond,
+        approximate,
     )
 
 
@@ -92,7 +220,17 @@ def chunk_blocks(
     design: LinearDesign,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The chunk's negative log-likelihood times ``weight`` with its gradient [N, P] and
-    Hessian [N, P, P] in every neuron's block, from the link's derivatives in the input
+    Hessian [N, P, P] in every neuron's block (:func:`chunk_derivatives`)."""
+    nll, d, w = chunk_derivatives(fit, chunk, prepared, weight)
+    gradient, hessian = design.blocks(d, w)
+    return nll, gradient, hessian
+
+
+def chunk_derivatives(
+    fit: LikelihoodFit, chunk: Chunk, prepared: Prepared, weight: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunk's negative log-likelihood times ``weight`` and its first and second
+    derivatives d, w [S, N] in every bin's input, from the link's derivatives in the input
     (autograd) and in the likelihood parameter (:func:`link_derivatives`)."""
     traces, targets = prepared
     with torch.no_grad():
@@ -106,9 +244,8 @@ def chunk_blocks(
     d = weight * first * slope  # derivatives of the objective in g
     w = weight * first * curvature
     w[index] += weight * second * slope[index].square()
-    gradient, hessian = design.blocks(d, w)
     nll = -weight * fit.observation.log_likelihood_of_link(targets, link)
-    return nll, gradient, hessian
+    return nll, d, w
 
 
 def reduced_blocks(
@@ -118,20 +255,23 @@ def reduced_blocks(
     hessian: torch.Tensor,
     reduce_op: str,
     penalty_weight: torch.Tensor | float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The blocks of the processes' chunks reduced over processes (``"sum"``, or ``"mean"``
     of sums already divided by the world size), plus the penalty on the coupling times
     ``penalty_weight``, with its derivatives; entries not fitted: gradient 0, Hessian
-    identity."""
+    identity. Also returns the penalty's curvature [N, P] (it is separable: the Hessian's
+    diagonal)."""
     strategy = fit.trainer.strategy
     total, gradient, hessian = (
         strategy.reduce(x, reduce_op=reduce_op) for x in (total, gradient, hessian)
     )
+    curvature = torch.zeros_like(gradient)
     if fit.regularizer is not None:
         for weights, strength, rows, columns in penalized_entries(fit):
             first, second = penalty_derivatives(fit.regularizer, weights, strength)
             gradient[rows, columns] += penalty_weight * first
-            hessian[rows, columns, columns] += penalty_weight * second
+            curvature[rows, columns] += penalty_weight * second
+        hessian = hessian + torch.diag_embed(curvature)
         total = total + penalty_weight * torch.as_tensor(fit.penalty()).detach()
     free = fit.block_mask()
     gradient = gradient * free
@@ -140,7 +280,7 @@ def reduced_blocks(
         hessian,
         torch.eye(free.shape[1], device=hessian.device),
     )
-    return total, gradient, hessian
+    return total, gradient, hessian, curvature
 
 
 def local_columns(fit: LikelihoodFit, chunk: Chunk, traces: tuple | None) -> torch.Tensor | None:
@@ -245,7 +385,10 @@ class LinearDesign:
     matrix, so each Hessian costs one sparse product with w. Traces too dense for that (more
     than ``max_pairs`` products) are refused, or with ``dense_beyond`` multiplied densely,
     :math:`F^\top \mathrm{diag}(w_i) F` for groups of neurons at a time (then also where
-    dense products are faster, more than 1/:data:`SPARSE_SHARE` of them nonzero).
+    dense products are faster, more than 1/:data:`SPARSE_SHARE` of them nonzero). With
+    ``approximate`` (Newton-CG's preconditioner) it is :math:`c_i\, F^\top F`, the traces'
+    Gram matrix computed once, scaled by the mean of :math:`w_{ti}` weighted by each bin's
+    :math:`\lVert F_t \rVert^2`; the exact Hessian then acts through :meth:`product`.
 
     Args:
         presynaptic: F [S, M], or None when the coupling is not fitted.
@@ -255,6 +398,7 @@ class LinearDesign:
             group's products (memory bound).
         dense_beyond: the dense products for traces with more than ``max_pairs`` products
             (instead of an InputError) or denser than 1/:data:`SPARSE_SHARE`.
+        approximate: Newton-CG's products and preconditioner, dense, instead.
     """
 
     def __init__(
@@ -264,6 +408,7 @@ class LinearDesign:
         recurrence: torch.Tensor,
         max_pairs: int,
         dense_beyond: bool = False,
+        approximate: bool = False,
     ) -> None:
         self.local = local
         self.coupled = presynaptic is not None
@@ -271,30 +416,92 @@ class LinearDesign:
         if presynaptic is None:
             return
         self.recurrence = recurrence
+        self.max_pairs = max_pairs
+        self.gram = None
+        if approximate:  # dense products with F (the traces themselves, no copy)
+            self.presynaptic_by_neuron, self.presynaptic_by_bin = presynaptic.t(), presynaptic
+            self.gram = presynaptic.t() @ presynaptic
+            self.bin_mass = presynaptic.square().sum(1)  # ‖F_t‖² [S]
+            self.pairs = self.presynaptic = None
+            return
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
         self.pairs = pair_products(presynaptic, max_pairs, refuse=not dense_beyond)
         self.presynaptic = presynaptic if self.pairs is None else None
-        self.max_pairs = max_pairs
 
     @property
     def width(self) -> int:
         """Block size P per neuron."""
         return self.n_traces + (0 if self.local is None else self.local.shape[2])
 
+    def gradient(self, d: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_t d_{ti} x_{ti}` [N, P] of every neuron's block, from d [S, N]."""
+        n, m = d.shape[1], self.n_traces
+        gradient = d.new_zeros(n, self.width)
+        if self.local is not None:  # [S, N, A] → per neuron: L_iᵀ d_i
+            gradient[:, m:] = (self.local.permute(1, 2, 0) @ d.t().unsqueeze(-1)).squeeze(-1)
+        if self.coupled:
+            gradient[:, :m] = (self.presynaptic_by_neuron @ d).t() * self.recurrence.expand(
+                n
+            ).unsqueeze(1)
+        return gradient
+
+    def apply(self, direction: torch.Tensor) -> torch.Tensor:
+        r""":math:`x_{ti} \cdot \delta_i` [S, N]: how each bin's input moves along the
+        per-neuron ``direction`` [N, P] (needs ``approximate``, which keeps F by bin)."""
+        m = self.n_traces
+        moved = 0.0
+        if self.local is not None:
+            moved = (self.local * direction[:, m:]).sum(-1)
+        if self.coupled:
+            coupling = self.presynaptic_by_bin @ direction[:, :m].t().contiguous()
+            moved = moved + coupling * self.recurrence.expand(direction.shape[0])
+        return moved
+
+    def product(self, w: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        r"""The exact Hessian blocks times ``direction`` [N, P]:
+        :math:`\sum_t w_{ti} x_{ti} (x_{ti} \cdot \delta_i)`, from w [S, N]."""
+        return self.gradient(w * self.apply(direction))
+
+    def preconditioner_parts(self, w: torch.Tensor) -> GramParts:
+        """The sums over this chunk's bins that :func:`gram_preconditioner` needs, from w
+        [S, N] (needs ``approximate``)."""
+        n, a = w.shape[1], 0 if self.local is None else self.local.shape[2]
+        local = self.local
+        local_hessian = (
+            (local.permute(1, 2, 0) * w.t().unsqueeze(1)) @ local.permute(1, 0, 2)
+            if local is not None
+            else w.new_zeros(n, 0, 0)
+        )
+        if not self.coupled:
+            empty = w.new_zeros(())
+            return GramParts(empty, w.new_zeros(n), empty, w.new_zeros(n, a, 0), local_hessian)
+        r = self.recurrence.expand(n)
+        cross = (
+            torch.stack(
+                [(self.presynaptic_by_neuron @ (w * column)).t() for column in local.unbind(-1)],
+                dim=1,
+            )
+            * r.view(n, 1, 1)
+            if local is not None
+            else w.new_zeros(n, 0, self.n_traces)
+        )
+        return GramParts(
+            self.gram, (self.bin_mass @ w) * r.square(), self.bin_mass.sum(), cross, local_hessian
+        )
+
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
         n, m, width = d.shape[1], self.n_traces, self.width
-        gradient = d.new_zeros(n, width)
+        gradient = self.gradient(d)
         hessian = d.new_zeros(n, width, width)
         local = self.local
-        if local is not None:  # [S, N, A] → per neuron: L_iᵀ d_i and L_iᵀ diag(w_i) L_i
-            by_neuron = local.permute(1, 2, 0)  # [N, A, S]
-            gradient[:, m:] = (by_neuron @ d.t().unsqueeze(-1)).squeeze(-1)
-            hessian[:, m:, m:] = (by_neuron * w.t().unsqueeze(1)) @ local.permute(1, 0, 2)
+        if local is not None:  # per neuron: L_iᵀ diag(w_i) L_i
+            hessian[:, m:, m:] = (local.permute(1, 2, 0) * w.t().unsqueeze(1)) @ local.permute(
+                1, 0, 2
+            )
         if not self.coupled:
             return gradient, hessian
         r, by_trace = self.recurrence.expand(n), self.presynaptic_by_neuron
-        gradient[:, :m] = (by_trace @ d).t() * r.unsqueeze(1)
         hessian[:, :m, :m] = self.coupling_products(w) * r.square().view(n, 1, 1)
         if local is not None:  # Σ_t F_tj w_ti L_tia: [i, a, j]
             cross = torch.stack(

@@ -1,0 +1,93 @@
+"""Newton-CG: its preconditioner is the inverse of the matrix it defines, and its fits reach
+Newton's optimum, on graph and dense coupling, with and without a ridge."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from spikefit.data import SpikeTrainDataModule
+from spikefit.models import FilterGLM
+from spikefit.tasks import L2, LikelihoodFit, Newton, NewtonCG
+from spikefit.tasks.likelihood.newton import GramParts, gram_preconditioner
+from tests import QUIET
+from tests.test_filter_glm import model, network
+
+
+def test_the_preconditioner_inverts_the_gram_approximation_on_the_fitted_entries():
+    generator = torch.Generator().manual_seed(0)
+    bins, n, n_basis, local = 400, 4, 2, 3
+    m = n * n_basis
+    traces = torch.rand(bins, m, generator=generator, dtype=torch.float64)
+    traces *= torch.rand(bins, m, generator=generator) < 0.5
+    columns = torch.rand(bins, n, local, generator=generator, dtype=torch.float64)
+    w = torch.rand(bins, n, generator=generator, dtype=torch.float64)
+    mass = traces.square().sum(1)
+    cross = torch.stack([(traces.t() * w[:, [i]].t()) @ columns[:, i] for i in range(n)])
+    local_block = torch.einsum("ti,tia,tib->iab", w, columns, columns)
+    parts = GramParts(traces.t() @ traces, mass @ w, mass.sum(), cross.transpose(1, 2), local_block)
+    free = torch.ones(n, m + local, dtype=torch.bool)
+    for i in range(n):  # each block leaves out its self-coupling
+        free[i, i * n_basis : (i + 1) * n_basis] = False
+    free[0, m + 2] = False  # and one local term
+    penalty = torch.zeros(n, m + local, dtype=torch.float64)
+    penalty[:, :m] = 0.3 * free[:, :m]
+    penalty[:, m + 1 :] = 0.2
+    x = torch.randn(n, m + local, generator=generator, dtype=torch.float64) * free
+    solved = gram_preconditioner(parts, penalty, free)(x)
+    for i in range(n):  # the matrix written out: c_i G + μ I, the cross terms, the local block
+        scale = float(parts.weighted_mass[i] / parts.mass)
+        matrix = torch.zeros(m + local, m + local, dtype=torch.float64)
+        matrix[:m, :m] = scale * parts.gram + 0.3 * torch.eye(m)
+        matrix[m:, :m] = parts.cross[i]
+        matrix[:m, m:] = parts.cross[i].t()
+        matrix[m:, m:] = local_block[i] + torch.diag(penalty[i, m:])
+        kept = free[i]
+        expected = torch.zeros(m + local, dtype=torch.float64)
+        expected[kept] = torch.linalg.solve(matrix[kept][:, kept], x[i, kept])
+        assert torch.allclose(solved[i], expected, atol=1e-12, rtol=1e-9)
+
+
+def fitted(tmp_path, solver, coupling: str, ridge: float) -> LikelihoodFit:
+    data = network(8)
+    spikes = model().simulate(data, 20_000, seed=3, verbose=False)
+    task = LikelihoodFit(
+        FilterGLM(window_ms=30, n_basis=4),
+        per_neuron=["b", "self_weights"],
+        coupling=coupling,
+        solver=solver,
+        regularizer=L2(ridge, self_filter=True) if ridge else None,
+        check_steps=0,
+    )
+    module = SpikeTrainDataModule(spikes=spikes, network=data, heldout_fraction=0.2)
+    L.Trainer(max_epochs=20, default_root_dir=tmp_path, **QUIET).fit(task, module)
+    assert task.converged
+    return task
+
+
+@pytest.mark.parametrize(("coupling", "ridge"), [("dense", 1e-4), ("graph", 0.0)])
+def test_newton_cg_reaches_newtons_optimum(tmp_path, coupling, ridge):
+    exact = fitted(tmp_path / "newton", Newton(), coupling, ridge)
+    truncated = fitted(tmp_path / "cg", NewtonCG(), coupling, ridge)
+    # float32 objectives: the parameters agree where a ridge makes the optimum sharp
+    if ridge:
+        assert torch.allclose(truncated.coupling_weights, exact.coupling_weights, atol=2e-3)
+        for name in ("b", "self_weights"):
+            assert torch.allclose(
+                truncated.model.get_parameter(name), exact.model.get_parameter(name), atol=2e-3
+            )
+    train = [task.summary()["bits_per_spike"]["train"] for task in (exact, truncated)]
+    assert train[1] == pytest.approx(train[0], abs=1e-4)
+    if ridge:  # (without, the flat directions move the held-out score a little)
+        heldout = [task.summary()["bits_per_spike"]["heldout"] for task in (exact, truncated)]
+        assert heldout[1] == pytest.approx(heldout[0], abs=1e-4)
+
+
+def test_newton_cg_refuses_lasso_as_newton_does():
+    from spikefit.checks import InputError
+    from spikefit.tasks import L1
+
+    with pytest.raises(InputError, match=r"^LikelihoodFit.regularizer: solver NewtonCG"):
+        task = LikelihoodFit(FilterGLM(), regularizer=L1(0.1), solver=NewtonCG())
+        task.regularizer.check_solver(task.solver, "LikelihoodFit.regularizer")

@@ -24,9 +24,12 @@ def test_the_preconditioner_inverts_the_gram_approximation_on_the_fitted_entries
     columns = torch.rand(bins, n, local, generator=generator, dtype=torch.float64)
     w = torch.rand(bins, n, generator=generator, dtype=torch.float64)
     mass = traces.square().sum(1)
-    cross = torch.stack([(traces.t() * w[:, [i]].t()) @ columns[:, i] for i in range(n)])
+    cross = torch.einsum("tia,tj->iaj", columns, traces)
     local_block = torch.einsum("ti,tia,tib->iab", w, columns, columns)
-    parts = GramParts(traces.t() @ traces, mass @ w, mass.sum(), cross.transpose(1, 2), local_block)
+    r = torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=torch.float64)
+    parts = GramParts(
+        traces.t() @ traces, mass @ w * r**2, mass @ w * r, mass.sum(), cross, local_block
+    )
     free = torch.ones(n, m + local, dtype=torch.bool)
     for i in range(n):  # each block leaves out its self-coupling
         free[i, i * n_basis : (i + 1) * n_basis] = False
@@ -36,12 +39,12 @@ def test_the_preconditioner_inverts_the_gram_approximation_on_the_fitted_entries
     penalty[:, m + 1 :] = 0.2
     x = torch.randn(n, m + local, generator=generator, dtype=torch.float64) * free
     solved = gram_preconditioner(parts, penalty, free)(x)
-    for i in range(n):  # the matrix written out: c_i G + μ I, the cross terms, the local block
-        scale = float(parts.weighted_mass[i] / parts.mass)
+    for i in range(n):  # written out: c_i r_i² G + μ I, c_i r_i Σ_t L F, the local block
+        scale = float((mass @ w)[i] / mass.sum())
         matrix = torch.zeros(m + local, m + local, dtype=torch.float64)
-        matrix[:m, :m] = scale * parts.gram + 0.3 * torch.eye(m)
-        matrix[m:, :m] = parts.cross[i]
-        matrix[:m, m:] = parts.cross[i].t()
+        matrix[:m, :m] = scale * r[i] ** 2 * parts.gram + 0.3 * torch.eye(m)
+        matrix[m:, :m] = scale * r[i] * cross[i]
+        matrix[:m, m:] = matrix[m:, :m].t()
         matrix[m:, m:] = local_block[i] + torch.diag(penalty[i, m:])
         kept = free[i]
         expected = torch.zeros(m + local, dtype=torch.float64)
@@ -69,13 +72,13 @@ def fitted(tmp_path, solver, coupling: str, ridge: float) -> LikelihoodFit:
 @pytest.mark.parametrize(("coupling", "ridge"), [("dense", 1e-4), ("graph", 0.0)])
 def test_newton_cg_reaches_newtons_optimum(tmp_path, coupling, ridge):
     exact = fitted(tmp_path / "newton", Newton(), coupling, ridge)
-    truncated = fitted(tmp_path / "cg", NewtonCG(), coupling, ridge)
+    truncated = fitted(tmp_path / "cg", NewtonCG(tolerance=1e-10), coupling, ridge)
     # float32 objectives: the parameters agree where a ridge makes the optimum sharp
     if ridge:
-        assert torch.allclose(truncated.coupling_weights, exact.coupling_weights, atol=2e-3)
+        assert torch.allclose(truncated.coupling_weights, exact.coupling_weights, atol=5e-3)
         for name in ("b", "self_weights"):
             assert torch.allclose(
-                truncated.model.get_parameter(name), exact.model.get_parameter(name), atol=2e-3
+                truncated.model.get_parameter(name), exact.model.get_parameter(name), atol=5e-3
             )
     train = [task.summary()["bits_per_spike"]["train"] for task in (exact, truncated)]
     assert train[1] == pytest.approx(train[0], abs=1e-4)

@@ -212,9 +212,9 @@ class NewtonCG(Newton):
     Hessian with its coupling part :math:`\sum_t w_{ti} F_t F_t^\top` replaced by a multiple
     of the traces' Gram matrix :math:`F^\top F`, computed once
     (:func:`~spikefit.tasks.likelihood.newton.gram_preconditioner`). Each neuron's CG stops
-    when its residual, in the preconditioner's norm, falls below :math:`\eta_i` times its
-    gradient's, :math:`\eta_i = \min(0.1, \lVert g_i \rVert_{M^{-1}}^{1/2})` (superlinear
-    convergence), or after ``max_cg`` products. Same line search and stopping rule as
+    when its residual, in the preconditioner's norm, falls below :data:`FORCING` (0.1) times
+    its gradient's (each Newton iteration then gains at least that factor), or after
+    ``max_cg`` products. Same line search and stopping rule as
     :class:`Newton`.
 
     Args:
@@ -225,7 +225,7 @@ class NewtonCG(Newton):
 
     approximate_hessian = True
 
-    def __init__(self, max_iter: int = 50, tolerance: float = 1e-10, max_cg: int = 50) -> None:
+    def __init__(self, max_iter: int = 50, tolerance: float = 1e-8, max_cg: int = 50) -> None:
         super().__init__(max_iter, tolerance)
         self.max_cg = whole(f"{type(self).__name__}.max_cg", max_cg, 1)
 
@@ -240,6 +240,11 @@ class NewtonCG(Newton):
         return objective, gradient, step
 
 
+#: Newton-CG's forcing term: each neuron's CG stops when its residual is this fraction of its
+#: gradient (in the preconditioner's norm).
+FORCING = 0.1
+
+
 def conjugate_gradients(
     product: Callable[[torch.Tensor], torch.Tensor],
     target: torch.Tensor,
@@ -248,13 +253,12 @@ def conjugate_gradients(
 ) -> torch.Tensor:
     r"""Solves every block's :math:`H_i x_i = b_i` ([N, P] each, ``product`` applies H) by
     preconditioned conjugate gradients, each block its own; a block stops when its residual
-    in the preconditioner's norm is below :math:`\eta_i` times :math:`b_i`'s,
-    :math:`\eta_i = \min(0.1, \lVert b_i \rVert_{M^{-1}}^{1/2})`."""
+    in the preconditioner's norm is below :data:`FORCING` times :math:`b_i`'s."""
     solution = torch.zeros_like(target)
     residual = target.clone()
     preconditioned = precondition(residual)
     rho = (residual * preconditioned).sum(1)  # ‖r_i‖² in M⁻¹ [N]
-    goal = rho * rho.sqrt().sqrt().clamp(max=0.1).square()
+    goal = rho * FORCING**2
     direction = preconditioned
     for _ in range(max_products):
         active = rho > goal

@@ -65,8 +65,10 @@ def newton_system(
             first += term.width
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
 
+    spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # of the traces' Gram matrix
+
     def curvature() -> Curvature:
-        return system_curvature(fit, batch, prepared, scale, design)
+        return system_curvature(fit, batch, prepared, scale, design, spectrum)
 
     return NewtonSystem(blocks, objective, to_parameters, curvature)
 
@@ -77,10 +79,13 @@ def system_curvature(
     prepared: Callable[[int], Prepared],
     scale: torch.Tensor,
     design: Callable[[int], LinearDesign],
+    spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> Curvature:
     """Newton-CG's :data:`~spikefit.tasks.solvers.Curvature` of the objective of
     :func:`newton_system`: the exact product of the Hessian blocks with a direction over
-    every chunk and :func:`gram_preconditioner`, both reduced over processes."""
+    every chunk and :func:`gram_preconditioner`, both reduced over processes; ``spectrum``
+    keeps the eigendecomposition of the traces' Gram matrix (the same in every
+    iteration)."""
     total, gradient, parts, weights = 0.0, 0.0, None, []
     for k, chunk in enumerate(batch):
         nll, d, w = chunk_derivatives(fit, chunk, prepared(k), chunk["weight"] * scale)
@@ -97,13 +102,15 @@ def system_curvature(
         fit, total, gradient, gradient.new_zeros(len(gradient), width, width), "mean", 1.0
     )
     free = fit.block_mask()
+    if "gram" not in spectrum and parts.gram.dim() == 2:
+        spectrum["gram"] = torch.linalg.eigh(parts.gram.double())
 
     def product(direction: torch.Tensor) -> torch.Tensor:
         data = sum(design(k).product(w, direction) for k, w in enumerate(weights))
         data = strategy.reduce(data, reduce_op="mean")
         return torch.where(free, data + penalty * direction, direction)
 
-    return total, gradient, gram_preconditioner(parts, penalty, free), product
+    return total, gradient, gram_preconditioner(parts, penalty, free, spectrum.get("gram")), product
 
 
 def positive_part(schur: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -122,24 +129,30 @@ class GramParts(NamedTuple):
     (:meth:`LinearDesign.preconditioner_parts`)."""
 
     gram: torch.Tensor  # Σ_t F_t F_tᵀ [M, M]
-    weighted_mass: torch.Tensor  # Σ_t w_ti r_i² ‖F_t‖² [N]
+    coupling_mass: torch.Tensor  # Σ_t w_ti r_i² ‖F_t‖² [N]
+    cross_mass: torch.Tensor  # Σ_t w_ti r_i ‖F_t‖² [N]
     mass: torch.Tensor  # Σ_t ‖F_t‖²
-    cross: torch.Tensor  # Σ_t w_ti r_i L_tia F_t [N, A, M]
+    cross: torch.Tensor  # Σ_t L_tia F_t [N, A, M]
     local: torch.Tensor  # Σ_t w_ti L_tia L_tib [N, A, A]
 
 
 def gram_preconditioner(
-    parts: GramParts, penalty: torch.Tensor, free: torch.Tensor
+    parts: GramParts,
+    penalty: torch.Tensor,
+    free: torch.Tensor,
+    spectrum: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     r"""Newton-CG's preconditioner, :math:`x \mapsto M_i^{-1} x_i` for every block [N, P]
     (float64): the inverse of the Hessian block with its coupling part
-    :math:`\sum_t w_{ti} r_i^2 F_t F_t^\top` replaced by :math:`c_i G + \mu_i I`, G the
-    traces' Gram matrix, :math:`c_i` the mean of :math:`w_{ti} r_i^2` weighted by
+    :math:`\sum_t w_{ti} r_i^2 F_t F_t^\top` replaced by :math:`c_i r_i^2 G + \mu_i I` and
+    its cross terms :math:`\sum_t w_{ti} r_i L_{tia} F_t` by :math:`c_i r_i \sum_t L_{tia}
+    F_t`, G the traces' Gram matrix, :math:`c_i` the mean of :math:`w_{ti}` weighted by
     :math:`\lVert F_t \rVert^2` and :math:`\mu_i` the penalty's curvature, on the fitted
     entries (``free`` [N, P]; identity elsewhere; ``penalty`` [N, P] the penalty's curvature).
     One eigendecomposition of G serves every neuron; the entries each block leaves out
     (e.g. the self-coupling) are removed exactly by a correction of their size, and the
-    local terms enter through their Schur complement."""
+    local terms enter through their Schur complement. ``spectrum``: G's eigenvalues and
+    eigenvectors (float64), if known."""
     n, width = free.shape
     m = parts.cross.shape[2]
     local_free = free[:, m:]
@@ -150,8 +163,9 @@ def gram_preconditioner(
         solve = block_solver(local)
         return lambda x: torch.where(free, solve(x), x)
     coupled = free[:, :m]
-    values, vectors = torch.linalg.eigh(parts.gram.double())
-    scale = parts.weighted_mass.double() / parts.mass.double().clamp(min=1e-300)
+    values, vectors = spectrum if spectrum is not None else torch.linalg.eigh(parts.gram.double())
+    mass = parts.mass.double().clamp(min=1e-300)
+    scale = parts.coupling_mass.double() / mass
     ridge = torch.where(coupled, penalty[:, :m].double(), 0.0).amax(1)
     denominator = scale.unsqueeze(1) * values.clamp(min=0) + ridge.unsqueeze(1)
     floor = 1e-12 * denominator.amax(1, keepdim=True).clamp(min=1e-300)
@@ -178,7 +192,8 @@ def gram_preconditioner(
         correction = solve_left_out(solved.gather(2, index).transpose(1, 2)).transpose(1, 2)
         return solved - correction @ rows
 
-    cross = parts.cross.double() * coupled.unsqueeze(1) * local_free.unsqueeze(2)
+    cross = parts.cross.double() * (parts.cross_mass.double() / mass).view(n, 1, 1)
+    cross = cross * coupled.unsqueeze(1) * local_free.unsqueeze(2)
     through = coupling_solve(cross)  # [N, A, M]
     solve_local = block_solver(positive_part(local - cross @ through.transpose(1, 2), local))
 
@@ -392,7 +407,7 @@ class LinearDesign:
 
     Args:
         presynaptic: F [S, M], or None when the coupling is not fitted.
-        local: L [S, N, A], or None without local terms.
+        local: L [S, N, A], or None without local terms (kept neuron-major, [N, A, S]).
         recurrence: :math:`r_i` [N] (or a scalar), the scale of the coupling input.
         max_pairs: largest number of stored products F_tj·F_tk, and of elements of a dense
             group's products (memory bound).
@@ -410,7 +425,8 @@ class LinearDesign:
         dense_beyond: bool = False,
         approximate: bool = False,
     ) -> None:
-        self.local = local
+        # L neuron-major [N, A, S]: every product with it is one contiguous batched product
+        self.local = None if local is None else local.permute(1, 2, 0).contiguous()
         self.coupled = presynaptic is not None
         self.n_traces = presynaptic.shape[1] if presynaptic is not None else 0
         if presynaptic is None:
@@ -422,6 +438,7 @@ class LinearDesign:
             self.presynaptic_by_neuron, self.presynaptic_by_bin = presynaptic.t(), presynaptic
             self.gram = presynaptic.t() @ presynaptic
             self.bin_mass = presynaptic.square().sum(1)  # ‖F_t‖² [S]
+            self.cross = None  # (preconditioner_parts)
             self.pairs = self.presynaptic = None
             return
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
@@ -431,14 +448,14 @@ class LinearDesign:
     @property
     def width(self) -> int:
         """Block size P per neuron."""
-        return self.n_traces + (0 if self.local is None else self.local.shape[2])
+        return self.n_traces + (0 if self.local is None else self.local.shape[1])
 
     def gradient(self, d: torch.Tensor) -> torch.Tensor:
         r""":math:`\sum_t d_{ti} x_{ti}` [N, P] of every neuron's block, from d [S, N]."""
         n, m = d.shape[1], self.n_traces
         gradient = d.new_zeros(n, self.width)
-        if self.local is not None:  # [S, N, A] → per neuron: L_iᵀ d_i
-            gradient[:, m:] = (self.local.permute(1, 2, 0) @ d.t().unsqueeze(-1)).squeeze(-1)
+        if self.local is not None:  # per neuron: L_iᵀ d_i
+            gradient[:, m:] = (self.local @ d.t().unsqueeze(-1)).squeeze(-1)
         if self.coupled:
             gradient[:, :m] = (self.presynaptic_by_neuron @ d).t() * self.recurrence.expand(
                 n
@@ -451,7 +468,7 @@ class LinearDesign:
         m = self.n_traces
         moved = 0.0
         if self.local is not None:
-            moved = (self.local * direction[:, m:]).sum(-1)
+            moved = (direction[:, m:].unsqueeze(1) @ self.local).squeeze(1).t()
         if self.coupled:
             coupling = self.presynaptic_by_bin @ direction[:, :m].t().contiguous()
             moved = moved + coupling * self.recurrence.expand(direction.shape[0])
@@ -465,28 +482,31 @@ class LinearDesign:
     def preconditioner_parts(self, w: torch.Tensor) -> GramParts:
         """The sums over this chunk's bins that :func:`gram_preconditioner` needs, from w
         [S, N] (needs ``approximate``)."""
-        n, a = w.shape[1], 0 if self.local is None else self.local.shape[2]
+        n, a = w.shape[1], 0 if self.local is None else self.local.shape[1]
         local = self.local
         local_hessian = (
-            (local.permute(1, 2, 0) * w.t().unsqueeze(1)) @ local.permute(1, 0, 2)
+            (local * w.t().unsqueeze(1)) @ local.transpose(1, 2)
             if local is not None
             else w.new_zeros(n, 0, 0)
         )
         if not self.coupled:
-            empty = w.new_zeros(())
-            return GramParts(empty, w.new_zeros(n), empty, w.new_zeros(n, a, 0), local_hessian)
-        r = self.recurrence.expand(n)
-        cross = (
-            torch.stack(
-                [(self.presynaptic_by_neuron @ (w * column)).t() for column in local.unbind(-1)],
-                dim=1,
+            empty, none = w.new_zeros(()), w.new_zeros(n)
+            return GramParts(empty, none, none, empty, w.new_zeros(n, a, 0), local_hessian)
+        if self.cross is None:  # Σ_t L_tia F_t [N, A, M], the same in every iteration
+            self.cross = (
+                local @ self.presynaptic_by_bin
+                if local is not None
+                else w.new_zeros(n, 0, self.n_traces)
             )
-            * r.view(n, 1, 1)
-            if local is not None
-            else w.new_zeros(n, 0, self.n_traces)
-        )
+        r = self.recurrence.expand(n)
+        weighted = self.bin_mass @ w
         return GramParts(
-            self.gram, (self.bin_mass @ w) * r.square(), self.bin_mass.sum(), cross, local_hessian
+            self.gram,
+            weighted * r.square(),
+            weighted * r,
+            self.bin_mass.sum(),
+            self.cross,
+            local_hessian,
         )
 
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -496,16 +516,14 @@ class LinearDesign:
         hessian = d.new_zeros(n, width, width)
         local = self.local
         if local is not None:  # per neuron: L_iᵀ diag(w_i) L_i
-            hessian[:, m:, m:] = (local.permute(1, 2, 0) * w.t().unsqueeze(1)) @ local.permute(
-                1, 0, 2
-            )
+            hessian[:, m:, m:] = (local * w.t().unsqueeze(1)) @ local.transpose(1, 2)
         if not self.coupled:
             return gradient, hessian
         r, by_trace = self.recurrence.expand(n), self.presynaptic_by_neuron
         hessian[:, :m, :m] = self.coupling_products(w) * r.square().view(n, 1, 1)
         if local is not None:  # Σ_t F_tj w_ti L_tia: [i, a, j]
             cross = torch.stack(
-                [(by_trace @ (w * column)).t() for column in local.unbind(-1)], dim=1
+                [(by_trace @ (w * column.t())).t() for column in local.unbind(1)], dim=1
             ) * r.view(n, 1, 1)
             hessian[:, m:, :m] = cross
             hessian[:, :m, m:] = cross.transpose(1, 2)

@@ -30,12 +30,17 @@ def newton_system(
     prepared: Callable[[int], Prepared],
     scale: torch.Tensor,
     objective: Callable[[], torch.Tensor],
+    designs: dict[int, LinearDesign] | None = None,
+    spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> NewtonSystem:
     """The ``objective`` of ``fit``'s training step (the chunks' negative log-likelihood,
     weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
     its incoming coupling weights, then the columns of its local terms in order
-    (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets."""
-    designs: dict[int, LinearDesign] = {}
+    (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets;
+    ``designs`` and ``spectrum``: the chunks' designs and their Gram matrix's
+    eigendecomposition, kept by the caller for later steps on the same chunks."""
+    designs = {} if designs is None else designs
+    spectrum = {} if spectrum is None else spectrum
     approximate = fit.solver.approximate_hessian
 
     def design(k: int) -> LinearDesign:
@@ -64,8 +69,6 @@ def newton_system(
             )
             first += term.width
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
-
-    spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # of the traces' Gram matrix
 
     def curvature() -> Curvature:
         return system_curvature(fit, batch, prepared, scale, design, spectrum)

@@ -62,7 +62,9 @@ class StepCache:
     """Each chunk's spike traces and sparse target counts, computed on first use and kept
     for the step's later evaluations, unless they depend on fitted (kernel) parameters: the
     presynaptic traces time-major, as the products with the coupling read them, the own
-    traces as they are, as the self kernel's weights read them.
+    traces as they are, as the self kernel's weights read them. Newton's solvers keep their
+    designs of the chunks in ``designs`` and ``spectrum``
+    (:func:`~spikefit.tasks.likelihood.newton.newton_system`).
 
     Args:
         model: the fitted model.
@@ -72,6 +74,8 @@ class StepCache:
     def __init__(self, model: BaseModel, batch: list[Chunk]) -> None:
         self.model, self.batch = model, batch
         self.prepared: dict[int, Prepared] = {}
+        self.designs: dict[int, object] = {}
+        self.spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, k: int) -> Prepared:
         """Chunk k's traces and targets."""

@@ -227,6 +227,9 @@ class LikelihoodFit(L.LightningModule):
         self.penalizes_self_filter = False  # whether the self-filter weights are penalized
         self.cross_validation_pending = penalty_grid is not None
         self.results: dict = {}
+        # the last step's traces and Newton designs, kept while the steps run on the same
+        # chunks (the cross-validation's fits of one fold)
+        self.step_cache: StepCache | None = None
         self.converged = False
         self.started = time.perf_counter()
 
@@ -475,7 +478,9 @@ class LikelihoodFit(L.LightningModule):
         strategy = self.trainer.strategy
         # the mean per neuron-bin of all processes (gradients are averaged over processes)
         scale = self.trainer.world_size / self.neuron_bins(batch)
-        prepared = StepCache(self.model, batch)
+        if self.step_cache is None or self.step_cache.batch is not batch:
+            self.step_cache = StepCache(self.model, batch)
+        prepared = self.step_cache
 
         def evaluate(backward: bool) -> torch.Tensor:
             """The objective over all processes; with its gradient when ``backward``."""
@@ -565,6 +570,7 @@ class LikelihoodFit(L.LightningModule):
         entries and, with fitted coupling, the connection calls, over every process's
         training chunks (:mod:`~spikefit.tasks.likelihood.uncertainty`); then the
         posterior-predictive check (:meth:`check_prediction`)."""
+        self.step_cache = None
         if self.block_mask().shape[1]:
             with torch.enable_grad():
                 errors, covariance = uncertainty.uncertainty(
@@ -698,7 +704,16 @@ class LikelihoodFit(L.LightningModule):
     ) -> NewtonSystem:
         """The ``objective`` of :meth:`training_step` in per-neuron blocks
         (:func:`~spikefit.tasks.likelihood.newton.newton_system`)."""
-        return newton.newton_system(self, batch, prepared, scale, objective)
+        cache = prepared if isinstance(prepared, StepCache) else None
+        return newton.newton_system(
+            self,
+            batch,
+            prepared,
+            scale,
+            objective,
+            None if cache is None else cache.designs,
+            None if cache is None else cache.spectrum,
+        )
 
     def block_mask(self) -> torch.Tensor:
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling

@@ -22,8 +22,9 @@ own history), not on the intercept.
   a Lightning Trainer, ``LikelihoodFit`` with ``L2(self_filter=True)``, the grid mapped to
   spikefit's penalty λ = 1/(2·C·N·T_train) (λ is on the mean negative log-likelihood per
   neuron-bin) and ``cv_folds=6, cv_last_block=True`` (the same validation block).
-- ``spikefit-default``: ``configs/fit_recording.yaml`` as it is (spikefit's own bases, a fixed
-  ridge on the coupling only), on the same units and bins.
+- ``spikefit-default``: ``configs/fit_recording.yaml`` as it is (spikefit's own bases, a ridge
+  on the coupling only with its strength chosen per unit on the same validation block), on
+  the same units and bins.
 
 Every solution is scored by one float64 evaluation on its design (the nemos features, or for
 ``spikefit-default`` its own basis through the same nemos convolution): bits per spike over

@@ -15,7 +15,7 @@ import torch
 from spikefit.data import SpikeTrainDataModule
 from spikefit.datasets import NormalGenerator, graph_to_dense
 from spikefit.models import BernoulliGLM
-from spikefit.tasks import L2, LBFGS, Adam, LikelihoodFit, Newton
+from spikefit.tasks import L2, LBFGS, Adam, LikelihoodFit, Newton, NewtonCG
 from spikefit.tasks.calibration import SEED_INTRODUCTION
 
 
@@ -24,7 +24,12 @@ def main(devices: int, solver: str, out_dir: str) -> None:
     network = NormalGenerator(10, mean=0, std=5, glorot=True, seed=3).generate(1)[0]
     spikes = BernoulliGLM(**SEED_INTRODUCTION).simulate(network, 30_000, seed=4, verbose=False)
     adam = solver == "adam"
-    solvers = {"adam": Adam(lr=0.05), "lbfgs": LBFGS(), "newton": Newton()}
+    solvers = {
+        "adam": Adam(lr=0.05),
+        "lbfgs": LBFGS(),
+        "newton": Newton(),
+        "newton-cg": NewtonCG(tolerance=1e-10),
+    }
     task = LikelihoodFit(
         BernoulliGLM(**SEED_INTRODUCTION),
         per_neuron=["theta"],

@@ -118,7 +118,8 @@ def test_the_tasks_import_from_the_top_level_lazily():
 
 def test_the_recording_config_needs_only_the_recording(tmp_path, monkeypatch):
     """configs/fit_recording.yaml on a spike-times npz given by --data.path alone (fewer solver
-    iterations, to be quick): the learned filters, the connection calls and the check."""
+    iterations, to be quick): the penalty chosen on the last sixth of the training span, the
+    learned filters, the connection calls and the check."""
     monkeypatch.chdir(tmp_path)
     main(["simulate", "--n_steps", "20000", "--seed", "3", "--output", "recording.npz",
           "--generator.init_args.n_neurons", "12"])  # fmt: skip
@@ -130,6 +131,8 @@ def test_the_recording_config_needs_only_the_recording(tmp_path, monkeypatch):
     assert summary["bits_per_spike"]["heldout"] > 0
     assert set(summary["connections"]) == {"excitatory", "inhibitory", "none", "fdr"}
     assert "stable" in summary["posterior_predictive"]
+    assert summary["cross_validation"]["folds"] == [[12500, 15000]]  # the last sixth
+    assert len(summary["cross_validation"]["chosen_strength"]) == 12
     filters = np.load(run / "fitted_filters.npz")
     assert filters["coupling_basis"].shape == (8, 100)
     assert (run / "connections.csv").is_file()

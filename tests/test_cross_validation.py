@@ -15,7 +15,7 @@ from spikefit.data import SpikeTrainDataModule
 from spikefit.datasets import dense_to_graph
 from spikefit.models import BernoulliGLM, FilterGLM
 from spikefit.tasks import L2, LBFGS, GroupLasso, LikelihoodFit, Newton
-from spikefit.tasks.likelihood.cross_validation import contiguous_folds
+from spikefit.tasks.likelihood.cross_validation import chosen_solutions, contiguous_folds
 from tests.test_filter_glm import model, network
 from tests.test_likelihood import TINY_GLM, assert_newton_blocks_match_autograd, trainer
 
@@ -106,6 +106,21 @@ def test_the_last_block_alone_validates_with_the_same_prior(tmp_path, monkeypatc
     assert all(bins == set(range(300)) for _, bins in fits)
 
 
+def test_the_refit_starts_from_every_units_solution_at_its_chosen_strength(tmp_path):
+    task = cv_fit(penalty_grid=None, regularizer=None)
+    trainer(tmp_path).fit(task, SpikeTrainDataModule(spikes=coupled(300), heldout_fraction=0))
+    weak = task.trainable_state()
+    strong = [value + 1.0 for value in weak]
+    chosen = torch.tensor([0, 1, 0, 1])  # units 1 and 3 chose the second strength
+    names = [name for name, p in task.named_parameters() if p.requires_grad]
+    start = dict(zip(names, chosen_solutions(task, [weak, strong], chosen), strict=True))
+    post = task.edge_index[1]
+    expected = task.coupling_weights.detach() + (post % 2 == 1).float()
+    assert torch.equal(start["coupling_weights"], expected)
+    expected = task.model.theta.detach() + torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert torch.equal(start["model.theta"], expected)
+
+
 @pytest.mark.parametrize("solver", [LBFGS(), Newton()], ids=["LBFGS", "Newton"])
 def test_weak_ridge_wins_with_strong_coupling(tmp_path, solver):
     task = cv_fit(solver=solver)
@@ -190,19 +205,22 @@ class PerUnitStrengths(LikelihoodFit):
         self.unit_strength = torch.linspace(1e-3, 1e-2, self.n_neurons)
 
 
-def test_ridge_on_the_self_filters_with_per_unit_strengths_in_newtons_blocks(tmp_path):
+@pytest.mark.parametrize(("self_filter", "factor"), [(True, 1.0), (0.25, 0.25)])
+def test_ridge_on_the_self_filters_with_per_unit_strengths_in_newtons_blocks(
+    tmp_path, self_filter, factor
+):
     spikes = model().simulate(network(6), 3_000, seed=3, verbose=False)
     task = PerUnitStrengths(
         FilterGLM(window_ms=30, n_basis=4),
         per_neuron=["b", "self_weights"],
-        regularizer=L2(1e-3, self_filter=True),
+        regularizer=L2(1e-3, self_filter=self_filter),
         solver=Newton(),
     )
     data = SpikeTrainDataModule(spikes=spikes, heldout_fraction=0, chunk_bins=1_000)
     assert_newton_blocks_match_autograd(task, data, tmp_path)
     own = task.model.self_weights.detach()
     expected = task.regularizer(task.coupling_weights.detach(), task.pair_strengths())
-    expected += (task.unit_strength * own.square().sum(1)).sum()
+    expected += (factor * task.unit_strength * own.square().sum(1)).sum()
     assert float(task.penalty()) == pytest.approx(float(expected), rel=1e-6)
 
 

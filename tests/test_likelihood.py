@@ -380,7 +380,8 @@ def test_newton_rejects_fits_without_per_neuron_linear_blocks(tmp_path):
 def test_ddp_over_two_processes_gives_the_one_process_fit(tmp_path):
     script = Path(__file__).with_name("ddp_likelihood_fit.py")
     results = {}
-    for devices, solver in ((1, "lbfgs"), (2, "lbfgs"), (2, "newton"), (2, "adam")):
+    runs = ((1, "lbfgs"), (2, "lbfgs"), (2, "newton"), (2, "newton-cg"), (2, "adam"))
+    for devices, solver in runs:
         out = tmp_path / f"{solver}{devices}"
         done = subprocess.run(
             [sys.executable, str(script), str(devices), solver, str(out)],
@@ -394,11 +395,12 @@ def test_ddp_over_two_processes_gives_the_one_process_fit(tmp_path):
             np.load(out / "fitted_W0.npy"),
         )
     one, w_one = results["lbfgs", 1]
-    # L-BFGS and Newton on two time shards: the same optimum; Adam on shards of 2 chunks per
-    # process: close to it after 60 epochs
+    # L-BFGS, Newton and Newton-CG on two time shards: the same optimum; Adam on shards of 2
+    # chunks per process: close to it after 60 epochs
     for (two, w_two), tolerance in (
         (results["lbfgs", 2], 1e-3),
         (results["newton", 2], 1e-3),
+        (results["newton-cg", 2], 1e-3),
         (results["adam", 2], 0.02),
     ):
         for split in ("train", "heldout"):

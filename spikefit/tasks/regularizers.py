@@ -26,8 +26,8 @@ class Regularizer:
     allowed_solvers: tuple[type[Solver], ...] = (Solver,)
     #: Why the other solvers do not work with it.
     refusal = ""
-    #: Whether it penalizes the self-filter weights fitted per neuron too.
-    self_filter = False
+    #: The factor on λ of the penalty on the self-filter weights fitted per neuron (0: none).
+    self_filter = 0.0
 
     def __init__(self, strength: float) -> None:
         self.strength = non_negative(f"{type(self).__name__}.strength", strength)
@@ -68,17 +68,19 @@ class L1(Regularizer):
 
 class L2(Regularizer):
     r"""Ridge: :math:`\lambda \sum_e W_e^2` (every basis weight of every pair's filter), and
-    with ``self_filter`` also :math:`\lambda_i \sum_a v_{ia}^2` on the self-filter weights
-    fitted per neuron (``per_neuron: [self_weights]``; not the biases).
+    with ``self_filter`` = ρ > 0 also :math:`\rho \lambda_i \sum_a v_{ia}^2` on the
+    self-filter weights fitted per neuron (``per_neuron: [self_weights]``; not the biases).
 
     Args:
         strength: weight λ of the penalty (≥ 0).
-        self_filter: penalize the per-neuron self-filter weights too.
+        self_filter: the factor ρ ≥ 0 on λ for the per-neuron self-filter weights (true: 1,
+            false: 0, not penalized). A small ρ keeps the post-spike filters finite where
+            a unit never fires in the bins right after its spikes, without shrinking them.
     """
 
-    def __init__(self, strength: float, self_filter: bool = False) -> None:
+    def __init__(self, strength: float, self_filter: bool | float = False) -> None:
         super().__init__(strength)
-        self.self_filter = bool(self_filter)
+        self.self_filter = non_negative(f"{type(self).__name__}.self_filter", float(self_filter))
 
     def cost(self, groups: torch.Tensor) -> torch.Tensor:
         return groups.square().sum(1)

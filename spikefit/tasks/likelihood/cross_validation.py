@@ -54,8 +54,8 @@ def cross_validate(fit: LikelihoodFit) -> dict:
     scikit-learn's C): λ times the training bins over the fold's. Each unit's chosen
     strength maximizes its mean curve :math:`\bar\ell_{si} = \frac1K \sum_k \ell_{ksi}`
     (the strongest among ties); the fit's per-unit strengths are set to them and its
-    parameters back to the start, for the refit on all training bins. Returns
-    ``cross_validation`` of ``summary.json``."""
+    parameters to the last fold's solutions at them (:func:`chosen_solutions`), where the
+    refit on all training bins starts. Returns ``cross_validation`` of ``summary.json``."""
     grid = sorted(fit.hparams.penalty_grid, reverse=True)
     n_train = fit.trainer.datamodule.n_train_bins
     folds = contiguous_folds(n_train, fit.hparams.cv_folds)
@@ -68,15 +68,17 @@ def cross_validate(fit: LikelihoodFit) -> dict:
         train = fold_chunks(fit, [(0, a), (b, n_train)], rank, world_size)
         heldout = fold_chunks(fit, [(a, b)], rank, world_size)
         fit.load_trainable_state(start)
+        solutions = []  # the fold's solution at every strength
         for s, strength in enumerate(grid):
             prior = float(strength) * n_train / (n_train - (b - a))
             fit.unit_strength = torch.full((fit.n_neurons,), prior)
             fit.fit_chunks(train)
             scores[k, s] = fit.unit_log_likelihood(heldout).double().cpu() / (b - a)
+            solutions.append(fit.trainable_state())
     curves = scores.mean(0)  # [S, N]
     chosen = curves.argmax(0)
     fit.unit_strength = torch.tensor(grid, dtype=torch.float32)[chosen]
-    fit.load_trainable_state(start)
+    fit.load_trainable_state(chosen_solutions(fit, solutions, chosen))
     mean_curve = curves.mean(1)
     if fit.logger is not None:
         for s, value in enumerate(mean_curve.tolist()):
@@ -88,6 +90,23 @@ def cross_validate(fit: LikelihoodFit) -> dict:
         "mean_curve": mean_curve.tolist(),
         "unit_curves": curves.t().tolist(),
     }
+
+
+def chosen_solutions(
+    fit: LikelihoodFit, solutions: list[list[torch.Tensor]], chosen: torch.Tensor
+) -> list[torch.Tensor]:
+    """The fitted parameters with every unit's rows (its block: its incoming coupling, its
+    per-neuron values) from ``solutions[chosen[i]]`` (one :meth:`trainable_state` per
+    strength) and the shared ones from the strength most units chose."""
+    common = int(torch.mode(chosen).values)
+    state = []
+    for rows, values in zip(fit.unit_rows(), zip(*solutions, strict=True), strict=True):
+        if rows is None:
+            state.append(values[common].clone())
+            continue
+        pick = chosen.to(rows.device)[rows]
+        state.append(torch.stack(values)[pick, torch.arange(len(rows), device=rows.device)])
+    return state
 
 
 def describe(result: dict) -> str:

@@ -337,7 +337,7 @@ def penalized_entries(
         if term.parameter is own:
             columns = torch.arange(first, first + term.width, device=fit.device).expand_as(own)
             rows = torch.arange(fit.n_neurons, device=fit.device).unsqueeze(1).expand_as(own)
-            entries.append((own, fit.unit_strength.to(fit.device), rows, columns))
+            entries.append((own, fit.self_filter_strength(), rows, columns))
         first += term.width
     return entries
 

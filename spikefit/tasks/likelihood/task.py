@@ -435,13 +435,18 @@ class LikelihoodFit(L.LightningModule):
             total = self.regularizer(self.coupling_weights, self.pair_strengths())
         own = self.penalized_self_weights()
         if own is not None:
-            total = total + self.regularizer(own, self.unit_strength.to(self.device))
+            total = total + self.regularizer(own, self.self_filter_strength())
         return total
 
     def penalized_self_weights(self) -> torch.Tensor | None:
         """The self-filter weights [N, A] fitted per neuron, where the regularizer penalizes
         them too (``L2(self_filter=True)``); else None."""
         return self.model.self_kernel_weights() if self.penalizes_self_filter else None
+
+    def self_filter_strength(self) -> torch.Tensor:
+        """λ [N] of every unit's self-filter weights: its ``unit_strength`` times the
+        regularizer's ``self_filter`` factor."""
+        return self.unit_strength.to(self.device) * self.regularizer.self_filter
 
     def pair_strengths(self) -> torch.Tensor:
         """λ [E] of every coupled pair: its postsynaptic unit's ``unit_strength``."""
@@ -534,6 +539,22 @@ class LikelihoodFit(L.LightningModule):
     def trainable_state(self) -> list[torch.Tensor]:
         """Copies of the fitted parameters (those the optimizer steps)."""
         return [p.detach().clone() for p in self.parameters() if p.requires_grad]
+
+    def unit_rows(self) -> list[torch.Tensor | None]:
+        """For every fitted parameter, in :meth:`trainable_state`'s order, the postsynaptic
+        unit of each of its rows, or None for a parameter that all units share."""
+        per_neuron, rows = set(self.hparams.per_neuron or []), []
+        units = torch.arange(self.n_neurons, device=self.device)
+        for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            if self.fits_coupling and parameter is self.coupling_weights:
+                rows.append(self.edge_index[1])
+            elif parameter is self.refractory_scale or name.removeprefix("model.") in per_neuron:
+                rows.append(units)
+            else:
+                rows.append(None)
+        return rows
 
     def load_trainable_state(self, state: list[torch.Tensor]) -> None:
         """Sets the fitted parameters to ``state`` (from :meth:`trainable_state`)."""

@@ -100,10 +100,7 @@ def system_curvature(
         weights.append(w)
     strategy = fit.trainer.strategy
     parts = GramParts(*(strategy.reduce(x, reduce_op="mean") for x in parts))
-    width = gradient.shape[1]
-    total, gradient, _, penalty = reduced_blocks(
-        fit, total, gradient, gradient.new_zeros(len(gradient), width, width), "mean", 1.0
-    )
+    total, gradient, _, penalty = reduced_blocks(fit, total, gradient, None, "mean", 1.0)
     free = fit.block_mask()
     if "gram" not in spectrum and parts.gram.dim() == 2:
         spectrum["gram"] = torch.linalg.eigh(parts.gram.double())
@@ -270,29 +267,31 @@ def reduced_blocks(
     fit: LikelihoodFit,
     total: torch.Tensor,
     gradient: torch.Tensor,
-    hessian: torch.Tensor,
+    hessian: torch.Tensor | None,
     reduce_op: str,
     penalty_weight: torch.Tensor | float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The blocks of the processes' chunks reduced over processes (``"sum"``, or ``"mean"``
     of sums already divided by the world size), plus the penalty on the coupling times
     ``penalty_weight``, with its derivatives; entries not fitted: gradient 0, Hessian
     identity. Also returns the penalty's curvature [N, P] (it is separable: the Hessian's
-    diagonal)."""
+    diagonal); without ``hessian`` (Newton-CG's products) no Hessian."""
     strategy = fit.trainer.strategy
-    total, gradient, hessian = (
-        strategy.reduce(x, reduce_op=reduce_op) for x in (total, gradient, hessian)
-    )
+    total, gradient = (strategy.reduce(x, reduce_op=reduce_op) for x in (total, gradient))
     curvature = torch.zeros_like(gradient)
     if fit.regularizer is not None:
         for weights, strength, rows, columns in penalized_entries(fit):
             first, second = penalty_derivatives(fit.regularizer, weights, strength)
             gradient[rows, columns] += penalty_weight * first
             curvature[rows, columns] += penalty_weight * second
-        hessian = hessian + torch.diag_embed(curvature)
         total = total + penalty_weight * torch.as_tensor(fit.penalty()).detach()
     free = fit.block_mask()
     gradient = gradient * free
+    if hessian is None:
+        return total, gradient, None, curvature
+    hessian = strategy.reduce(hessian, reduce_op=reduce_op)
+    if fit.regularizer is not None:
+        hessian = hessian + torch.diag_embed(curvature)
     hessian = torch.where(
         free.unsqueeze(1) & free.unsqueeze(2),
         hessian,

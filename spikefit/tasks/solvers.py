@@ -9,9 +9,15 @@ import torch
 
 from spikefit.checks import positive, whole
 
-#: The objective, its gradient [N, P], an approximate Hessian [N, P, P] in every neuron's
-#: block and the product of the exact Hessian blocks with a direction [N, P].
-Curvature = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+#: The objective, its gradient [N, P] in every neuron's block, the preconditioner (an
+#: approximate inverse of the Hessian blocks, applied to [N, P] in float64) and the product of
+#: the exact Hessian blocks with a direction [N, P].
+Curvature = tuple[
+    torch.Tensor,
+    torch.Tensor,
+    Callable[[torch.Tensor], torch.Tensor],
+    Callable[[torch.Tensor], torch.Tensor],
+]
 
 
 @dataclass

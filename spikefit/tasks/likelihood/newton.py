@@ -486,11 +486,7 @@ class LinearDesign:
         [S, N] (needs ``approximate``)."""
         n, a = w.shape[1], 0 if self.local is None else self.local.shape[1]
         local = self.local
-        local_hessian = (
-            (local * w.t().unsqueeze(1)) @ local.transpose(1, 2)
-            if local is not None
-            else w.new_zeros(n, 0, 0)
-        )
+        local_hessian = self.local_products(w) if local is not None else w.new_zeros(n, 0, 0)
         if not self.coupled:
             empty, none = w.new_zeros(()), w.new_zeros(n)
             return GramParts(empty, none, none, empty, w.new_zeros(n, a, 0), local_hessian)
@@ -511,14 +507,18 @@ class LinearDesign:
             local_hessian,
         )
 
+    def local_products(self, w: torch.Tensor) -> torch.Tensor:
+        r"""Every neuron's :math:`L_i^\top \mathrm{diag}(w_i) L_i` [N, A, A], from w [S, N]."""
+        return (self.local * w.t().unsqueeze(1)) @ self.local.transpose(1, 2)
+
     def blocks(self, d: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient [N, P] and Hessian [N, P, P] of every neuron's block, from d and w [S, N]."""
         n, m, width = d.shape[1], self.n_traces, self.width
         gradient = self.gradient(d)
         hessian = d.new_zeros(n, width, width)
         local = self.local
-        if local is not None:  # per neuron: L_iᵀ diag(w_i) L_i
-            hessian[:, m:, m:] = (local * w.t().unsqueeze(1)) @ local.transpose(1, 2)
+        if local is not None:
+            hessian[:, m:, m:] = self.local_products(w)
         if not self.coupled:
             return gradient, hessian
         r, by_trace = self.recurrence.expand(n), self.presynaptic_by_neuron

@@ -10,7 +10,7 @@ import torch
 from spikefit.data import SpikeTrainDataModule
 from spikefit.models import FilterGLM
 from spikefit.tasks import L2, LikelihoodFit, Newton, NewtonCG
-from spikefit.tasks.likelihood.newton import GramParts, gram_preconditioner
+from spikefit.tasks.likelihood.newton import GramParts, LinearDesign, gram_preconditioner
 from tests import QUIET
 from tests.test_filter_glm import model, network
 
@@ -50,6 +50,25 @@ def test_the_preconditioner_inverts_the_gram_approximation_on_the_fitted_entries
         expected = torch.zeros(m + local, dtype=torch.float64)
         expected[kept] = torch.linalg.solve(matrix[kept][:, kept], x[i, kept])
         assert torch.allclose(solved[i], expected, atol=1e-12, rtol=1e-9)
+
+
+def test_the_product_of_some_blocks_is_theirs_of_the_written_out_hessian():
+    generator = torch.Generator().manual_seed(1)
+    bins, n, n_basis, local = 300, 5, 2, 2
+    m = n * n_basis
+    traces = torch.rand(bins, m, generator=generator, dtype=torch.float64)
+    columns = torch.rand(bins, n, local, generator=generator, dtype=torch.float64)
+    w = torch.rand(bins, n, generator=generator, dtype=torch.float64)
+    r = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.7], dtype=torch.float64)
+    design = LinearDesign(traces, columns, r, 10**6, approximate=True)
+    rows = torch.tensor([1, 3])
+    direction = torch.randn(n, m + local, generator=generator, dtype=torch.float64)
+    direction[[0, 2, 4]] = 0
+    product = design.product(w, direction, rows)
+    for i in range(n):  # Σ_t w_ti x_ti x_tiᵀ with x_ti = (r_i F_t, L_ti)
+        x = torch.cat([r[i] * traces, columns[:, i]], dim=1)
+        expected = (x.t() * w[:, i]) @ x @ direction[i] * (i in rows)
+        assert torch.allclose(product[i], expected, atol=1e-12, rtol=1e-10)
 
 
 def fitted(tmp_path, solver, coupling: str, ridge: float) -> LikelihoodFit:

@@ -11,12 +11,13 @@ from spikefit.checks import positive, whole
 
 #: The objective, its gradient [N, P] in every neuron's block, the preconditioner (an
 #: approximate inverse of the Hessian blocks, applied to [N, P] in float64) and the product of
-#: the exact Hessian blocks with a direction [N, P].
+#: the exact Hessian blocks with a direction [N, P], computed for the blocks given by index
+#: (the other rows of the direction are 0, and so are theirs of the product).
 Curvature = tuple[
     torch.Tensor,
     torch.Tensor,
     Callable[[torch.Tensor], torch.Tensor],
-    Callable[[torch.Tensor], torch.Tensor],
+    Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ]
 
 
@@ -220,8 +221,10 @@ class NewtonCG(Newton):
     (:func:`~spikefit.tasks.likelihood.newton.gram_preconditioner`). Each neuron's CG stops
     when its residual, in the preconditioner's norm, falls below :data:`FORCING` (0.1) times
     its gradient's (each Newton iteration then gains at least that factor), or after
-    ``max_cg`` products. Same line search and stopping rule as
-    :class:`Newton`.
+    ``max_cg`` products; a block whose own share of the Newton decrement (estimated in the
+    preconditioner's norm) is below ``tolerance`` over the number of blocks takes no step,
+    and the products skip the blocks that have stopped. Same line search and stopping rule
+    as :class:`Newton`.
 
     Args:
         max_iter: Newton iterations per step.
@@ -238,10 +241,11 @@ class NewtonCG(Newton):
     def direction(self, system: NewtonSystem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         objective, gradient, precondition, product = system.curvature()
         step = conjugate_gradients(
-            lambda v: product(v.to(gradient.dtype)).double(),
+            lambda v, rows: product(v.to(gradient.dtype), rows).double(),
             -gradient.double(),
             precondition,
             self.max_cg,
+            2 * self.tolerance / len(gradient),
         )
         return objective, gradient, step
 
@@ -252,25 +256,29 @@ FORCING = 0.1
 
 
 def conjugate_gradients(
-    product: Callable[[torch.Tensor], torch.Tensor],
+    product: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     target: torch.Tensor,
     precondition: Callable[[torch.Tensor], torch.Tensor],
     max_products: int,
+    floor: float = 0.0,
 ) -> torch.Tensor:
-    r"""Solves every block's :math:`H_i x_i = b_i` ([N, P] each, ``product`` applies H) by
-    preconditioned conjugate gradients, each block its own; a block stops when its residual
-    in the preconditioner's norm is below :data:`FORCING` times :math:`b_i`'s."""
+    r"""Solves every block's :math:`H_i x_i = b_i` ([N, P] each; ``product(x, rows)``
+    applies H to the blocks ``rows`` of x) by preconditioned conjugate gradients, each block
+    its own; a block stops when its residual in the preconditioner's norm is below
+    :data:`FORCING` times :math:`b_i`'s, and does not start when :math:`b_i`'s is below
+    ``floor`` (squared norm)."""
     solution = torch.zeros_like(target)
     residual = target.clone()
     preconditioned = precondition(residual)
     rho = (residual * preconditioned).sum(1)  # ‖r_i‖² in M⁻¹ [N]
-    goal = rho * FORCING**2
+    goal = (rho * FORCING**2).masked_fill(rho <= floor, torch.inf)
     direction = preconditioned
     for _ in range(max_products):
         active = rho > goal
-        if not active.any():
+        rows = active.nonzero().flatten()
+        if len(rows) == 0:
             break
-        moved = product(direction * active.unsqueeze(1))
+        moved = product(direction * active.unsqueeze(1), rows)
         curvature = (direction * moved).sum(1)
         alpha = torch.where(active & (curvature > 0), rho / curvature.clamp(min=1e-300), 0.0)
         solution += alpha.unsqueeze(1) * direction

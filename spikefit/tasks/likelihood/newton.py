@@ -105,8 +105,8 @@ def system_curvature(
     if "gram" not in spectrum and parts.gram.dim() == 2:
         spectrum["gram"] = torch.linalg.eigh(parts.gram.double())
 
-    def product(direction: torch.Tensor) -> torch.Tensor:
-        data = sum(design(k).product(w, direction) for k, w in enumerate(weights))
+    def product(direction: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        data = sum(design(k).product(w, direction, rows) for k, w in enumerate(weights))
         data = strategy.reduce(data, reduce_op="mean")
         return torch.where(free, data + penalty * direction, direction)
 
@@ -457,29 +457,40 @@ class LinearDesign:
         n, m = d.shape[1], self.n_traces
         gradient = d.new_zeros(n, self.width)
         if self.local is not None:  # per neuron: L_iᵀ d_i
-            gradient[:, m:] = (self.local @ d.t().unsqueeze(-1)).squeeze(-1)
+            gradient[:, m:] = (self.local @ d.t().contiguous().unsqueeze(-1)).squeeze(-1)
         if self.coupled:
             gradient[:, :m] = (self.presynaptic_by_neuron @ d).t() * self.recurrence.expand(
                 n
             ).unsqueeze(1)
         return gradient
 
-    def apply(self, direction: torch.Tensor) -> torch.Tensor:
-        r""":math:`x_{ti} \cdot \delta_i` [S, N]: how each bin's input moves along the
-        per-neuron ``direction`` [N, P] (needs ``approximate``, which keeps F by bin)."""
-        m = self.n_traces
-        moved = 0.0
-        if self.local is not None:
-            moved = (direction[:, m:].unsqueeze(1) @ self.local).squeeze(1).t()
-        if self.coupled:
-            coupling = self.presynaptic_by_bin @ direction[:, :m].t().contiguous()
-            moved = moved + coupling * self.recurrence.expand(direction.shape[0])
-        return moved
-
-    def product(self, w: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    def product(
+        self, w: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         r"""The exact Hessian blocks times ``direction`` [N, P]:
-        :math:`\sum_t w_{ti} x_{ti} (x_{ti} \cdot \delta_i)`, from w [S, N]."""
-        return self.gradient(w * self.apply(direction))
+        :math:`\sum_t w_{ti} x_{ti} (x_{ti} \cdot \delta_i)`, from w [S, N], for the neurons
+        ``rows`` (an index; all by default; the other rows of the result are 0). Needs
+        ``approximate``, which keeps F by bin."""
+        n, m = direction.shape[0], self.n_traces
+        rows = torch.arange(n, device=direction.device) if rows is None else rows
+        local = self.local
+        if local is not None and len(rows) < n:
+            local = local[rows]
+        block = direction[rows]
+        if local is not None:  # x_ti · δ_i [n, S], then weighted by w
+            moved = (block[:, m:].unsqueeze(1) @ local).squeeze(1)
+        else:
+            moved = block.new_zeros(len(rows), self.presynaptic_by_bin.shape[0])
+        if self.coupled:
+            recurrence = self.recurrence.expand(n)[rows].unsqueeze(1)
+            moved += (block[:, :m] @ self.presynaptic_by_neuron) * recurrence
+        weighted = moved * w.t()[rows]
+        product = torch.zeros_like(direction)
+        if local is not None:
+            product[rows, m:] = (local @ weighted.unsqueeze(-1)).squeeze(-1)
+        if self.coupled:
+            product[rows, :m] = (weighted @ self.presynaptic_by_bin) * recurrence
+        return product
 
     def preconditioner_parts(self, w: torch.Tensor) -> GramParts:
         """The sums over this chunk's bins that :func:`gram_preconditioner` needs, from w

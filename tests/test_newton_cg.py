@@ -11,6 +11,7 @@ from spikefit.data import SpikeTrainDataModule
 from spikefit.models import FilterGLM
 from spikefit.tasks import L2, LikelihoodFit, Newton, NewtonCG
 from spikefit.tasks.likelihood.newton import GramParts, LinearDesign, gram_preconditioner
+from spikefit.tasks.likelihood.objective import StepCache
 from tests import QUIET
 from tests.test_filter_glm import model, network
 
@@ -71,7 +72,7 @@ def test_the_product_of_some_blocks_is_theirs_of_the_written_out_hessian():
         assert torch.allclose(product[i], expected, atol=1e-12, rtol=1e-10)
 
 
-def fitted(tmp_path, solver, coupling: str, ridge: float) -> LikelihoodFit:
+def fitted(tmp_path, solver, coupling: str, ridge: float, **options) -> LikelihoodFit:
     data = network(8)
     spikes = model().simulate(data, 20_000, seed=3, verbose=False)
     task = LikelihoodFit(
@@ -81,8 +82,11 @@ def fitted(tmp_path, solver, coupling: str, ridge: float) -> LikelihoodFit:
         solver=solver,
         regularizer=L2(ridge, self_filter=True) if ridge else None,
         check_steps=0,
+        **options,
     )
-    module = SpikeTrainDataModule(spikes=spikes, network=data, heldout_fraction=0.2)
+    module = SpikeTrainDataModule(
+        spikes=spikes, network=data, heldout_fraction=0.2, chunk_bins=4_000
+    )
     L.Trainer(max_epochs=20, default_root_dir=tmp_path, **QUIET).fit(task, module)
     assert task.converged
     return task
@@ -104,6 +108,26 @@ def test_newton_cg_reaches_newtons_optimum(tmp_path, coupling, ridge):
     if ridge:  # (without, the flat directions move the held-out score a little)
         heldout = [task.summary()["bits_per_spike"]["heldout"] for task in (exact, truncated)]
         assert heldout[1] == pytest.approx(heldout[0], abs=1e-4)
+
+
+def test_a_fit_that_keeps_only_some_chunks_reaches_the_fit_that_keeps_all(tmp_path, monkeypatch):
+    kept = []
+    keep = StepCache.keep
+
+    def counted(cache, store, k, value, tensors):
+        keep(cache, store, k, value, tensors)
+        kept.append(cache.kept_bytes)
+
+    monkeypatch.setattr(StepCache, "keep", counted)
+    solver = NewtonCG(tolerance=1e-10)
+    every = fitted(tmp_path / "all", solver, "dense", 1e-4, compute_uncertainty=False)
+    whole = max(kept)
+    kept.clear()
+    budget = whole / 3 / 2**30  # a third of it: the later chunks are computed at every use
+    bounded = fitted(tmp_path / "some", solver, "dense", 1e-4, cache_gib=budget)
+    assert 0 < max(kept) <= whole / 3
+    assert torch.allclose(bounded.coupling_weights, every.coupling_weights, atol=1e-5)
+    assert every.standard_errors is None and bounded.standard_errors is not None
 
 
 def test_newton_cg_refuses_lasso_as_newton_does():

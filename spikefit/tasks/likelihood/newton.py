@@ -11,7 +11,7 @@ import torch
 from spikefit.checks import InputError
 from spikefit.data.spike_trains import Chunk
 from spikefit.models.coupling import to_csr
-from spikefit.tasks.likelihood.objective import Prepared, link_derivatives
+from spikefit.tasks.likelihood.objective import Prepared, StepCache, link_derivatives
 from spikefit.tasks.likelihood.parameters import coupling_columns, design_columns
 from spikefit.tasks.regularizers import Regularizer
 from spikefit.tasks.solvers import Curvature, NewtonSystem, block_solver
@@ -30,25 +30,25 @@ def newton_system(
     prepared: Callable[[int], Prepared],
     scale: torch.Tensor,
     objective: Callable[[], torch.Tensor],
-    designs: dict[int, LinearDesign] | None = None,
-    spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    cache: StepCache | None = None,
 ) -> NewtonSystem:
     """The ``objective`` of ``fit``'s training step (the chunks' negative log-likelihood,
     weighted and times ``scale``, plus the penalty) in per-neuron blocks: neuron i's block is
     its incoming coupling weights, then the columns of its local terms in order
     (:class:`LinearDesign`). ``prepared(k)``: chunk k's traces and sparse targets;
-    ``designs`` and ``spectrum``: the chunks' designs and their Gram matrix's
-    eigendecomposition, kept by the caller for later steps on the same chunks."""
-    designs = {} if designs is None else designs
-    spectrum = {} if spectrum is None else spectrum
+    ``cache``: where the chunks' designs and their constant sums are kept for later steps
+    on the same chunks (within its budget)."""
+    cache = StepCache(fit.model, batch, budget=0) if cache is None else cache
     approximate = fit.solver.approximate_hessian
 
     def design(k: int) -> LinearDesign:
-        if k not in designs:
-            designs[k] = chunk_design(
-                fit, batch[k], prepared(k)[0], fit.solver.max_pairs, approximate=approximate
-            )
-        return designs[k]
+        if k in cache.designs:
+            return cache.designs[k]
+        made = chunk_design(
+            fit, batch[k], prepared(k)[0], fit.solver.max_pairs, approximate=approximate
+        )
+        cache.keep(cache.designs, k, made, made.stored(with_traces=k not in cache.prepared))
+        return made
 
     def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         total, gradient, hessian = 0.0, 0.0, 0.0
@@ -71,7 +71,7 @@ def newton_system(
         return [by_parameter[p] for p in fit.trainer.optimizers[0].param_groups[0]["params"]]
 
     def curvature() -> Curvature:
-        return system_curvature(fit, batch, prepared, scale, design, spectrum)
+        return system_curvature(fit, batch, prepared, scale, design, cache.spectrum)
 
     return NewtonSystem(blocks, objective, to_parameters, curvature)
 
@@ -87,23 +87,28 @@ def system_curvature(
     """Newton-CG's :data:`~spikefit.tasks.solvers.Curvature` of the objective of
     :func:`newton_system`: the exact product of the Hessian blocks with a direction over
     every chunk and :func:`gram_preconditioner`, both reduced over processes; ``spectrum``
-    keeps the eigendecomposition of the traces' Gram matrix (the same in every
-    iteration)."""
-    total, gradient, parts, weights = 0.0, 0.0, None, []
+    keeps the sums that are the same in every iteration (the traces' Gram matrix, with its
+    eigendecomposition, and :meth:`LinearDesign.constant_parts`)."""
+    total, gradient, weighted, sums, weights = 0.0, 0.0, None, None, []
+    constants = spectrum.get("constants")
+    strategy = fit.trainer.strategy
     for k, chunk in enumerate(batch):
         nll, d, w = chunk_derivatives(fit, chunk, prepared(k), chunk["weight"] * scale)
-        chunk_parts = design(k).preconditioner_parts(w)
-        if parts is not None:
-            chunk_parts = GramParts(*(x + y for x, y in zip(parts, chunk_parts, strict=True)))
-        parts = chunk_parts
-        total, gradient = total + nll, gradient + design(k).gradient(d)
+        linear = design(k)
+        weighted = summed(weighted, linear.weighted_parts(w))
+        if constants is None:
+            sums = summed(sums, linear.constant_parts())
+        total, gradient = total + nll, gradient + linear.gradient(d)
         weights.append(w)
-    strategy = fit.trainer.strategy
-    parts = GramParts(*(strategy.reduce(x, reduce_op="mean") for x in parts))
+    if constants is None:
+        constants = spectrum["constants"] = [strategy.reduce(x, reduce_op="mean") for x in sums]
+        if constants[0].dim() == 2:
+            spectrum["gram"] = torch.linalg.eigh(constants[0].double())
+    gram, mass, cross = constants
+    coupling_mass, cross_mass, local = (strategy.reduce(x, reduce_op="mean") for x in weighted)
+    parts = GramParts(gram, coupling_mass, cross_mass, mass, cross, local)
     total, gradient, _, penalty = reduced_blocks(fit, total, gradient, None, "mean", 1.0)
     free = fit.block_mask()
-    if "gram" not in spectrum and parts.gram.dim() == 2:
-        spectrum["gram"] = torch.linalg.eigh(parts.gram.double())
 
     def product(direction: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         data = sum(design(k).product(w, direction, rows) for k, w in enumerate(weights))
@@ -111,6 +116,11 @@ def system_curvature(
         return torch.where(free, data + penalty * direction, direction)
 
     return total, gradient, gram_preconditioner(parts, penalty, free, spectrum.get("gram")), product
+
+
+def summed(total: list[torch.Tensor] | None, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``parts`` added to ``total`` term by term (``parts`` where there is no total yet)."""
+    return parts if total is None else [x + y for x, y in zip(total, parts, strict=True)]
 
 
 def positive_part(schur: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -435,17 +445,27 @@ class LinearDesign:
             return
         self.recurrence = recurrence
         self.max_pairs = max_pairs
-        self.gram = None
         if approximate:  # dense products with F (the traces themselves, no copy)
             self.presynaptic_by_neuron, self.presynaptic_by_bin = presynaptic.t(), presynaptic
-            self.gram = presynaptic.t() @ presynaptic
             self.bin_mass = presynaptic.square().sum(1)  # ‖F_t‖² [S]
-            self.cross = None  # (preconditioner_parts)
             self.pairs = self.presynaptic = None
             return
         self.presynaptic_by_neuron = to_csr(presynaptic.t().contiguous())
         self.pairs = pair_products(presynaptic, max_pairs, refuse=not dense_beyond)
         self.presynaptic = presynaptic if self.pairs is None else None
+
+    def stored(self, with_traces: bool) -> list[torch.Tensor]:
+        """The tensors this design holds (for memory accounting), ``with_traces`` or
+        without the traces it was given."""
+        held = [self.local]
+        if not self.coupled:
+            return held
+        if self.pairs is None and self.presynaptic is None:  # approximate
+            return held + [self.bin_mass] + ([self.presynaptic_by_bin] if with_traces else [])
+        for sparse in (self.presynaptic_by_neuron, self.pairs):
+            if sparse is not None:
+                held += [sparse.values(), sparse.col_indices(), sparse.crow_indices()]
+        return held + ([self.presynaptic] if with_traces else [])
 
     @property
     def width(self) -> int:
@@ -492,31 +512,32 @@ class LinearDesign:
             product[rows, :m] = (weighted @ self.presynaptic_by_bin) * recurrence
         return product
 
-    def preconditioner_parts(self, w: torch.Tensor) -> GramParts:
-        """The sums over this chunk's bins that :func:`gram_preconditioner` needs, from w
-        [S, N] (needs ``approximate``)."""
-        n, a = w.shape[1], 0 if self.local is None else self.local.shape[1]
+    def constant_parts(self) -> list[torch.Tensor]:
+        """This chunk's sums for :class:`GramParts` that do not depend on w: the Gram matrix
+        of the traces, their total squared norm and Σ_t L_tia F_t [N, A, M] (needs
+        ``approximate``; zeros without coupling)."""
         local = self.local
-        local_hessian = self.local_products(w) if local is not None else w.new_zeros(n, 0, 0)
+        n = 0 if local is None else local.shape[0]
         if not self.coupled:
-            empty, none = w.new_zeros(()), w.new_zeros(n)
-            return GramParts(empty, none, none, empty, w.new_zeros(n, a, 0), local_hessian)
-        if self.cross is None:  # Σ_t L_tia F_t [N, A, M], the same in every iteration
-            self.cross = (
-                local @ self.presynaptic_by_bin
-                if local is not None
-                else w.new_zeros(n, 0, self.n_traces)
-            )
+            return [local.new_zeros(()), local.new_zeros(()), local.new_zeros(n, local.shape[1], 0)]
+        cross = (
+            local @ self.presynaptic_by_bin
+            if local is not None
+            else self.bin_mass.new_zeros(n, 0, self.n_traces)
+        )
+        by_bin = self.presynaptic_by_bin
+        return [by_bin.t() @ by_bin, self.bin_mass.sum(), cross]
+
+    def weighted_parts(self, w: torch.Tensor) -> list[torch.Tensor]:
+        """This chunk's sums for :class:`GramParts` that depend on w [S, N]: the coupling
+        and cross masses [N] and the local blocks [N, A, A] (needs ``approximate``)."""
+        n = w.shape[1]
+        local = self.local_products(w) if self.local is not None else w.new_zeros(n, 0, 0)
+        if not self.coupled:
+            return [w.new_zeros(n), w.new_zeros(n), local]
         r = self.recurrence.expand(n)
         weighted = self.bin_mass @ w
-        return GramParts(
-            self.gram,
-            weighted * r.square(),
-            weighted * r,
-            self.bin_mass.sum(),
-            self.cross,
-            local_hessian,
-        )
+        return [weighted * r.square(), weighted * r, local]
 
     def local_products(self, w: torch.Tensor) -> torch.Tensor:
         r"""Every neuron's :math:`L_i^\top \mathrm{diag}(w_i) L_i` [N, A, A], from w [S, N]."""

@@ -3,6 +3,8 @@ gradient: the inputs, the step's cache of traces and targets, and the link's der
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch_geometric.data import Data
 
@@ -63,32 +65,45 @@ class StepCache:
     for the step's later evaluations, unless they depend on fitted (kernel) parameters: the
     presynaptic traces time-major, as the products with the coupling read them, the own
     traces as they are, as the self kernel's weights read them. Newton's solvers keep their
-    designs of the chunks in ``designs`` and ``spectrum``
-    (:func:`~spikefit.tasks.likelihood.newton.newton_system`).
+    designs of the chunks in ``designs`` and the chunks' sums that do not change from one
+    iteration to the next in ``spectrum``
+    (:func:`~spikefit.tasks.likelihood.newton.newton_system`). What is kept stays within
+    ``budget`` bytes: the chunks beyond it are computed again at every use (bounded memory,
+    slower).
 
     Args:
         model: the fitted model.
         batch: the step's chunks.
+        budget: most bytes of traces and designs kept.
     """
 
-    def __init__(self, model: BaseModel, batch: list[Chunk]) -> None:
+    def __init__(self, model: BaseModel, batch: list[Chunk], budget: float = math.inf) -> None:
         self.model, self.batch = model, batch
         self.prepared: dict[int, Prepared] = {}
         self.designs: dict[int, object] = {}
-        self.spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.spectrum: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.budget, self.kept_bytes = budget, 0
+
+    def keep(self, store: dict, k: int, value: object, tensors: list[torch.Tensor | None]) -> None:
+        """Puts ``value`` in ``store`` under ``k`` if its ``tensors`` fit in the budget."""
+        size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        if self.kept_bytes + size <= self.budget:
+            store[k] = value
+            self.kept_bytes += size
 
     def __call__(self, k: int) -> Prepared:
         """Chunk k's traces and targets."""
-        if k not in self.prepared:
-            chunk = self.batch[k]
-            traces = self.model.spike_traces(chunk["spikes"].unsqueeze(0))
-            fixed = not any(t is not None and t.requires_grad for t in traces)
-            targets = targets_of(chunk).to_sparse().coalesce()
-            self.prepared[k] = (
-                ((time_major(traces[0]), traces[1]) if fixed else None),
-                targets,
-            )
-        return self.prepared[k]
+        if k in self.prepared:
+            return self.prepared[k]
+        chunk = self.batch[k]
+        traces = self.model.spike_traces(chunk["spikes"].unsqueeze(0))
+        fixed = not any(t is not None and t.requires_grad for t in traces)
+        prepared = (
+            ((time_major(traces[0]), traces[1]) if fixed else None),
+            targets_of(chunk).to_sparse().coalesce(),
+        )
+        self.keep(self.prepared, k, prepared, list(prepared[0] or ()))
+        return prepared
 
 
 def link_derivatives(

@@ -134,6 +134,11 @@ class LikelihoodFit(L.LightningModule):
             training bins.
         cv_last_block: validate on the last of the ``cv_folds`` blocks only (e.g. 6: the
             last sixth of the training span), instead of on every block in turn.
+        cache_gib: most memory (GiB) that the spike traces and Newton designs kept between
+            the evaluations of a step may take; the chunks beyond it are computed again at
+            every use (bounded memory, slower).
+        compute_uncertainty: the standard errors and connection calls at the end of the fit
+            (their exact Hessian blocks cost N·T·P² for P parameters per neuron).
     """
 
     def __init__(
@@ -152,6 +157,8 @@ class LikelihoodFit(L.LightningModule):
         penalty_grid: list[float] | None = None,
         cv_folds: int = 5,
         cv_last_block: bool = False,
+        cache_gib: float = 8.0,
+        compute_uncertainty: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "observation", "regularizer", "solver"])
@@ -165,6 +172,7 @@ class LikelihoodFit(L.LightningModule):
             whole(f"{owner}.check_steps", check_steps, 0)
         whole(f"{owner}.seed", seed, 0)
         whole(f"{owner}.cv_folds", cv_folds, 2)
+        non_negative(f"{owner}.cache_gib", cache_gib, "GiB")
         available = model.tunable_parameters
         for field, names in (("fit", fit), ("per_neuron", per_neuron)):
             unknown = [name for name in names if name not in available]
@@ -484,7 +492,7 @@ class LikelihoodFit(L.LightningModule):
         # the mean per neuron-bin of all processes (gradients are averaged over processes)
         scale = self.trainer.world_size / self.neuron_bins(batch)
         if self.step_cache is None or self.step_cache.batch is not batch:
-            self.step_cache = StepCache(self.model, batch)
+            self.step_cache = StepCache(self.model, batch, self.hparams.cache_gib * 2**30)
         prepared = self.step_cache
 
         def evaluate(backward: bool) -> torch.Tensor:
@@ -592,7 +600,7 @@ class LikelihoodFit(L.LightningModule):
         training chunks (:mod:`~spikefit.tasks.likelihood.uncertainty`); then the
         posterior-predictive check (:meth:`check_prediction`)."""
         self.step_cache = None
-        if self.block_mask().shape[1]:
+        if self.hparams.compute_uncertainty and self.block_mask().shape[1]:
             with torch.enable_grad():
                 errors, covariance = uncertainty.uncertainty(
                     self, list(self.trainer.train_dataloader)
@@ -726,15 +734,7 @@ class LikelihoodFit(L.LightningModule):
         """The ``objective`` of :meth:`training_step` in per-neuron blocks
         (:func:`~spikefit.tasks.likelihood.newton.newton_system`)."""
         cache = prepared if isinstance(prepared, StepCache) else None
-        return newton.newton_system(
-            self,
-            batch,
-            prepared,
-            scale,
-            objective,
-            None if cache is None else cache.designs,
-            None if cache is None else cache.spectrum,
-        )
+        return newton.newton_system(self, batch, prepared, scale, objective, cache)
 
     def block_mask(self) -> torch.Tensor:
         """[N, P]: which entries of each neuron's block are fitted (not the absent coupling

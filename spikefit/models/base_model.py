@@ -353,13 +353,16 @@ class BaseModel(MessagePassing):
         function of the self kernel's basis [K, A·N, S] (row a·N + i), so that fitted weights
         of the self kernel need no new filtering; None without a self kernel."""
         spikes = spikes.float()
-        basis = self.self_basis()
-        if basis is not None:
+        presynaptic = self.presynaptic_trace(spikes)
+        basis, coupling = self.self_basis(), self.coupling_basis()
+        if basis is not None and basis.shape == coupling.shape and torch.equal(basis, coupling):
+            own = presynaptic  # the same filtering
+        elif basis is not None:
             own = self.basis_filter(spikes, basis)
         else:
             ref = self.self_kernel()
             own = None if ref is None else self.causal_filter(spikes, ref)
-        return self.presynaptic_trace(spikes), own
+        return presynaptic, own
 
     def own_input(self, own: torch.Tensor) -> torch.Tensor:
         r"""The self kernel's input [K, N, S] from :meth:`spike_traces`' own term: itself, or

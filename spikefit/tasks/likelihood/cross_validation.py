@@ -64,6 +64,7 @@ def cross_validate(fit: LikelihoodFit) -> dict:
     rank, world_size = fit.global_rank, fit.trainer.world_size
     start = fit.trainable_state()
     scores = torch.zeros(len(folds), len(grid), fit.n_neurons, dtype=torch.float64)
+    bar = fit.progress(len(folds) * len(grid), "cross-validation")
     for k, (a, b) in enumerate(folds):
         train = fold_chunks(fit, [(0, a), (b, n_train)], rank, world_size)
         heldout = fold_chunks(fit, [(a, b)], rank, world_size)
@@ -75,6 +76,8 @@ def cross_validate(fit: LikelihoodFit) -> dict:
             fit.fit_chunks(train)
             scores[k, s] = fit.unit_log_likelihood(heldout).double().cpu() / (b - a)
             solutions.append(fit.trainable_state())
+            bar.update()
+    bar.close()
     curves = scores.mean(0)  # [S, N]
     chosen = curves.argmax(0)
     fit.unit_strength = torch.tensor(grid, dtype=torch.float32)[chosen]

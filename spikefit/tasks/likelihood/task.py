@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 from torchmetrics import SumMetric
+from tqdm.auto import tqdm
 from typing_extensions import override
 
 from spikefit.checks import InputError, in_range, non_negative, one_of, whole
@@ -543,6 +544,13 @@ class LikelihoodFit(L.LightningModule):
             if self.solver_step(chunks)[1]:
                 break
         self.trainer.optimizers[0].state.clear()
+
+    def progress(self, total: int, description: str) -> tqdm:
+        """A progress bar of ``total`` units of the fit's long inner work (the
+        cross-validation's fits, the standard errors' chunks), on process 0 and where the
+        trainer shows its own."""
+        shown = self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
+        return tqdm(total=total, desc=description, disable=not shown, leave=False)
 
     def trainable_state(self) -> list[torch.Tensor]:
         """Copies of the fitted parameters (those the optimizer steps)."""

@@ -36,6 +36,7 @@ def information(fit: LikelihoodFit, batches: list[list[Chunk]]) -> torch.Tensor:
     penalized estimate. Entries not fitted hold the identity."""
     max_pairs = getattr(fit.solver, "max_pairs", MAX_PAIRS)
     total, gradient, hessian = 0.0, 0.0, 0.0
+    bar = fit.progress(sum(len(batch) for batch in batches), "standard errors")
     for batch in batches:
         for chunk in fit.transfer_batch_to_device(batch, fit.device, 0):
             with torch.no_grad():  # the traces at the fitted parameters
@@ -43,6 +44,8 @@ def information(fit: LikelihoodFit, batches: list[list[Chunk]]) -> torch.Tensor:
             design = chunk_design(fit, chunk, prepared[0], max_pairs, dense_beyond=True)
             nll, g, h = chunk_blocks(fit, chunk, prepared, chunk["weight"], design)
             total, gradient, hessian = total + nll, gradient + g, hessian + h
+            bar.update()
+    bar.close()
     size = fit.neuron_bins([chunk for batch in batches for chunk in batch])
     return reduced_blocks(fit, total, gradient, hessian, "sum", size)[2]
 

@@ -1,8 +1,10 @@
 // Links and emissions of the compiled loops: the operations of spikefit.models.links and
 // spikefit.models.emissions, in the same order and in float32, so that every rate, hazard and
 // spike is the one the Python path computes. Exact operations (+, -, *, /, max) are written out;
-// sigmoid, softplus, exp and log1p are ATen's, called on pieces of the row of every
-// neuron-trial on which they give what they give on the whole row.
+// sigmoid, exp and log1p are ATen's, called on pieces of the row of every neuron-trial on
+// which they give what they give on the whole row; softplus is ATen's kernel written out.
+#include <ATen/cpu/vec/vec.h>
+
 namespace spikefit {
 
 enum Link : int64_t { kLogistic = 0, kExponential = 1, kRectified = 2, kIdentity = 3 };
@@ -13,6 +15,27 @@ enum Draw : int64_t {
   kThreshold = 3,
   kRescaledCounts = 4  // Poisson counts by time rescaling
 };
+
+// out[a, b) = softplus(x[a, b)) (β = 1, threshold 20: x above 20 kept) as ATen's CPU kernel
+// computes it on a row from a: pairs of vectors (Sleef's exp and log1p), then the last
+// (b - a) mod (2 × vector width) values one by one (libm's expf and log1pf). Written out where
+// the build has the vector type of the CPU capability ATen runs (native.py), which saves an
+// operator call per piece; else ATen's.
+void softplus(const float* x, float* out, int64_t a, int64_t b) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  using Vec = at::vec::Vectorized<float>;
+  const int64_t pair = 2 * Vec::size(), vector_end = a + (b - a) / pair * pair;
+  const Vec threshold(20.f);
+  for (int64_t i = a; i < vector_end; i += Vec::size()) {
+    const Vec v = Vec::loadu(x + i);
+    Vec::blendv(v.exp().log1p(), v, v > threshold).store(out + i);
+  }
+  for (int64_t i = vector_end; i < b; ++i) out[i] = x[i] > 20.f ? x[i] : std::log1p(std::exp(x[i]));
+#else
+  at::Tensor result = at::from_blob(out + a, {b - a}, at::kFloat);
+  at::softplus_out(result, at::from_blob(const_cast<float*>(x) + a, {b - a}, at::kFloat), 1, 20);
+#endif
+}
 
 // Pieces of a row of `width` values. ATen evaluates sigmoid and softplus over the row in
 // at::parallel_for chunks, each with vector instructions from its start and scalar ones for its
@@ -88,13 +111,14 @@ struct Emission {
 
   void piece(const float* g, float* out, float* work, int64_t a, int64_t b) const {
     const float* const* p = params.data();
-    at::Tensor result = view(out, a, b), operand = view(work, a, b);
-    if (link == kLogistic) {  // Logistic: sigmoid(g - θ)·Δt; its hazard softplus(g - θ), Δt = 1
+    if (link == kLogistic && draw == kRescaled && unit_dt) {  // the hazard softplus(g - θ)
       each(a, b, [&](int64_t i, int64_t j) { work[i] = g[i] - p[0][j]; });
-      if (draw == kRescaled && unit_dt) {
-        at::softplus_out(result, operand, 1, 20);
-        return;
-      }
+      softplus(work, out, a, b);
+      return;
+    }
+    at::Tensor result = view(out, a, b), operand = view(work, a, b);
+    if (link == kLogistic) {  // Logistic: sigmoid(g - θ)·Δt
+      each(a, b, [&](int64_t i, int64_t j) { work[i] = g[i] - p[0][j]; });
       at::sigmoid_out(result, operand);
       each(a, b, [&](int64_t i, int64_t j) { out[i] = out[i] * p[1][j]; });
     } else if (link == kExponential) {  // Exponential: Δt/α · exp(β g)

@@ -47,6 +47,16 @@ SOURCES = ("loop_team.cpp", "loop_emission.cpp", "simulation_loops.cpp")
 SOURCE = "\n".join((Path(__file__).parent / name).read_text() for name in SOURCES)
 #: The functions the built module provides.
 FUNCTIONS = ["history_block", "activation_block"]
+#: The compiler flags of ATen's kernels for each CPU capability it dispatches to: the loops'
+#: vector code (``at::vec::Vectorized``) is then the code of ATen's kernels here, and fused
+#: multiply-adds are in hardware where ATen's kernels use them.
+CAPABILITY_FLAGS = {
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "AVX512": [
+        *("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"),
+        *("-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"),
+    ],
+}
 
 
 def build_folder(name: str) -> Path:
@@ -75,11 +85,9 @@ def import_built(name: str, folder: Path) -> ModuleType | None:
 def compiled_loops() -> ModuleType | None:
     """The compiled loops (built on the first call), or ``None`` with a one-time warning
     when they cannot be built here."""
-    # no fused multiply-adds but the explicit ones (as ATen's kernels), in hardware where the
-    # CPU has them (ATen's AVX2 and AVX512 kernels need them too)
+    # no fused multiply-adds but the explicit ones (as ATen's kernels)
     flags = ["-O3", "-ffp-contract=off"]
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        flags.append("-mfma")
+    flags += CAPABILITY_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
     # the name changes with the sources, the flags and the versions: a build found under it
     # is the one load_inline would make, and other versions' builds never get in the way
     key = "\n".join([SOURCE, torch.__version__, sys.version, *flags])

@@ -154,3 +154,5 @@ def test_a_fit_recovers_the_covariate_filters_and_writes_them(solver, tmp_path):
     summary = task.summary()
     assert np.shape(summary["parameters"]["covariate_weights"]) == (4, 3)
     assert "skipped" in summary["posterior_predictive"]
+    figure = task.figures()["covariate_filters"]
+    assert [axes.get_title() for axes in figure.axes if axes.get_visible()] == ["x"]

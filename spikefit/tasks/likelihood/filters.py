@@ -153,3 +153,20 @@ def coupling_filters_figure(
         panel.axhline(0, color="grey", lw=0.8)
         panel.set(title=f"{pre}→{post}", xlabel="time since the pre spike (ms)")
     return figure
+
+
+def covariate_filters_figure(arrays: dict[str, np.ndarray], names: list[str]) -> Figure:
+    r"""Every unit's filter :math:`f_{ic}(\tau)` of each covariate c (a panel per covariate,
+    named from ``names`` where given; thin lines per unit, their median in black) against
+    the time from the covariate's bin to the bin it moves, in ms."""
+    filters, lag_ms = arrays["covariate_filters"], arrays["covariate_lag_ms"]
+    n, count = filters.shape[0], filters.shape[1]
+    names = list(names) + [f"covariate {c}" for c in range(len(names), count)]
+    figure, panels = panel_grid(count, f"covariate filters f(τ) of all {n} units")
+    for c, panel in enumerate(panels):
+        panel.plot(lag_ms, filters[:, c].T, lw=0.6, alpha=max(0.1, min(1.0, 5 / n)))
+        panel.plot(lag_ms, np.median(filters[:, c], axis=0), color="black", lw=2)
+        panel.axhline(0, color="grey", lw=0.8)
+        panel.set(title=names[c], xlabel="time since the covariate's bin (ms)")
+    panels[0].set_ylabel("f (input per unit of covariate)")
+    return figure

@@ -41,6 +41,7 @@ from spikefit.tasks.likelihood import (
 )
 from spikefit.tasks.likelihood.filters import (
     coupling_filters_figure,
+    covariate_filters_figure,
     fitted_filters,
     post_spike_figure,
 )
@@ -951,9 +952,13 @@ class LikelihoodFit(L.LightningModule):
 
     def filter_figures(self, arrays: dict[str, np.ndarray]) -> dict[str, Figure]:
         """From the :meth:`fitted_filters` ``arrays``: ``post_spike_filters``, every unit's
-        post-spike gain (with a self kernel), and ``coupling_filters``, those of the
-        :meth:`strongest_pairs` (with coupled pairs)."""
+        post-spike gain (with a self kernel), ``coupling_filters``, those of the
+        :meth:`strongest_pairs` (with coupled pairs), and ``covariate_filters`` (with a
+        covariate term)."""
         figures = {}
+        if "covariate_filters" in arrays:
+            names = self.trainer.datamodule.hparams.get("covariates") or []
+            figures["covariate_filters"] = covariate_filters_figure(arrays, names)
         if self.model.self_kernel() is not None:
             figures["post_spike_filters"] = post_spike_figure(
                 arrays["self_filters"], arrays["lag_ms"]

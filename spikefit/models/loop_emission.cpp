@@ -16,24 +16,29 @@ enum Draw : int64_t {
   kRescaledCounts = 4  // Poisson counts by time rescaling
 };
 
-// out[a, b) = softplus(x[a, b)) (β = 1, threshold 20: x above 20 kept) as ATen's CPU kernel
-// computes it on a row from a: pairs of vectors (Sleef's exp and log1p), then the last
-// (b - a) mod (2 × vector width) values one by one (libm's expf and log1pf). Written out where
-// the build has the vector type of the CPU capability ATen runs (native.py), which saves an
-// operator call per piece; else ATen's.
-void softplus(const float* x, float* out, int64_t a, int64_t b) {
+// out[a, b) = softplus(g - θ) of g[a, b) and θ[a, b) (β = 1, threshold 20: x = g - θ above 20
+// kept) as ATen's CPU kernel computes it on a row from a: pairs of vectors (Sleef's exp and
+// log1p), then the last (b - a) mod (2 × vector width) values one by one (libm's expf and
+// log1pf). Written out where the build has the vector type of the CPU capability ATen runs
+// (native.py), which saves an operator call per piece; else ATen's on work[a, b) = g - θ.
+void softplus_of_difference(const float* g, const float* theta, float* out, float* work,
+                            int64_t a, int64_t b) {
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
   using Vec = at::vec::Vectorized<float>;
   const int64_t pair = 2 * Vec::size(), vector_end = a + (b - a) / pair * pair;
   const Vec threshold(20.f);
   for (int64_t i = a; i < vector_end; i += Vec::size()) {
-    const Vec v = Vec::loadu(x + i);
-    Vec::blendv(v.exp().log1p(), v, v > threshold).store(out + i);
+    const Vec x = Vec::loadu(g + i) - Vec::loadu(theta + i);
+    Vec::blendv(x.exp().log1p(), x, x > threshold).store(out + i);
   }
-  for (int64_t i = vector_end; i < b; ++i) out[i] = x[i] > 20.f ? x[i] : std::log1p(std::exp(x[i]));
+  for (int64_t i = vector_end; i < b; ++i) {
+    const float x = g[i] - theta[i];
+    out[i] = x > 20.f ? x : std::log1p(std::exp(x));
+  }
 #else
+  for (int64_t i = a; i < b; ++i) work[i] = g[i] - theta[i];
   at::Tensor result = at::from_blob(out + a, {b - a}, at::kFloat);
-  at::softplus_out(result, at::from_blob(const_cast<float*>(x) + a, {b - a}, at::kFloat), 1, 20);
+  at::softplus_out(result, at::from_blob(work + a, {b - a}, at::kFloat), 1, 20);
 #endif
 }
 
@@ -78,6 +83,7 @@ struct Emission {
   bool unit_dt;                       // Δt = 1 ms: the logistic hazard is softplus(g - θ)
   std::vector<const float*> params;   // the link's parameters, then the threshold's θ
   const Row& row;
+  std::vector<float> row_theta;       // θ of every value of the row, for softplus(g - θ)
 
   Emission(int64_t link, int64_t draw, bool unit_dt, const std::vector<at::Tensor>& parameters,
            int64_t n, const Row& row)
@@ -87,7 +93,14 @@ struct Emission {
                   "emission parameters: float32 contiguous [N] tensors expected");
       params.push_back(p.data_ptr<float>());
     }
+    if (hazard_is_softplus()) {
+      row_theta.resize(row.width);
+      each(0, row.width, [&](int64_t i, int64_t j) { row_theta[i] = params[0][j]; });
+    }
   }
+
+  // Rescaled draws of a logistic link at Δt = 1 ms: the hazard is softplus(g - θ).
+  bool hazard_is_softplus() const { return link == kLogistic && draw == kRescaled && unit_dt; }
 
   // Element-wise over [a, b) of a row, f(i, j) with the neuron j of value i.
   template <class F>
@@ -111,9 +124,8 @@ struct Emission {
 
   void piece(const float* g, float* out, float* work, int64_t a, int64_t b) const {
     const float* const* p = params.data();
-    if (link == kLogistic && draw == kRescaled && unit_dt) {  // the hazard softplus(g - θ)
-      each(a, b, [&](int64_t i, int64_t j) { work[i] = g[i] - p[0][j]; });
-      softplus(work, out, a, b);
+    if (hazard_is_softplus()) {
+      softplus_of_difference(g, row_theta.data(), out, work, a, b);
       return;
     }
     at::Tensor result = view(out, a, b), operand = view(work, a, b);

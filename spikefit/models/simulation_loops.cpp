@@ -34,6 +34,27 @@ void add_scaled(float* row, float term, const float* sum, int64_t length, bool f
     for (int64_t i = 0; i < length; ++i) row[i] = row[i] + term * sum[i];
 }
 
+// left[i] -= hazard[i] for i in [lo, hi), and every i whose hazard left is then not above 0
+// appended to `fired`, in order: a vector at a time, its fired lanes read from its mask.
+void spend_hazard(float* left, const float* hazard, int64_t lo, int64_t hi,
+                  std::vector<int64_t>& fired) {
+  using Vec = at::vec::Vectorized<float>;
+  const Vec zero(0.f);
+  int64_t i = lo;
+  for (; i + Vec::size() <= hi; i += Vec::size()) {
+    const Vec rest = Vec::loadu(left + i) - Vec::loadu(hazard + i);
+    rest.store(left + i);
+    const int kept = (rest <= zero).zero_mask();  // lanes that did not fire
+    if (kept != (1 << Vec::size()) - 1)
+      for (int lane = 0; lane < Vec::size(); ++lane)
+        if (!(kept >> lane & 1)) fired.push_back(i + lane);
+  }
+  for (; i < hi; ++i) {
+    left[i] -= hazard[i];
+    if (left[i] <= 0) fired.push_back(i);
+  }
+}
+
 // Spikes of the parts gathered: (keys step*width + i, sorted; counts).
 std::tuple<at::Tensor, at::Tensor> gather(const std::vector<std::vector<int64_t>>& keys,
                                           const std::vector<std::vector<float>>& counts) {
@@ -285,6 +306,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     Part& me = part[p];
     sums[p].sum.assign(n_basis * (me.hi - me.lo), 0.f);
     sums[p].touched.assign(me.hi - me.lo, 0);
+    for (std::vector<int64_t>& list : me.fired) list.reserve(me.hi - me.lo);
     for (int64_t s = 0; s < length; ++s) {
       const int side = s & 1;
       float* now = input + s * width;
@@ -293,18 +315,8 @@ std::tuple<at::Tensor, at::Tensor> history_block(
       emission.evaluate(now, rates, work, me.lo, me.hi);
       if (s == length - 1) std::copy(now + me.lo, now + me.hi, latest.data_ptr<float>() + me.lo);
       std::fill(now + me.lo, now + me.hi, 0.f);
-      if (rescaled) {  // without branches: every index written, kept where it fired
-        float* hazard_left = left;
-        const float* hazard = rates;
-        fired.resize(me.hi - me.lo);
-        int64_t* list = fired.data();
-        int64_t count = 0;
-        for (int64_t i = me.lo; i < me.hi; ++i) {
-          hazard_left[i] -= hazard[i];
-          list[count] = i;
-          count += hazard_left[i] <= 0;
-        }
-        fired.resize(count);
+      if (rescaled) {
+        spend_hazard(left, rates, me.lo, me.hi, fired);
       } else if (draw == kThreshold) {
         emission.each(me.lo, me.hi, [&](int64_t i, int64_t j) {
           if (emission.crosses(rates, i, j)) fired.push_back(i);

@@ -4,7 +4,7 @@ number of bins T grow.
 The recording is simulated: a FilterGLM network (Bernoulli, 1 ms bins) with 8 raised-cosine-log
 functions over 100 ms for the coupling and for every unit's own history, a sparse Dale network
 (95% of the pairs uncoupled, each edge's filter a decaying profile on the basis), a refractory
-own filter and offsets b near -5.3 (about 5 Hz). The fit is the model of
+own filter with a rebound and offsets b = -5.3 (about 5 Hz). The fit is the model of
 ``configs/fit_recording.yaml`` at one ridge strength: every pair's 8 coupling weights, every
 unit's offset and own-history weights, NewtonCG, ``L2(1e-5, self_filter=0.01)``, the last
 quarter held out, with the posterior-predictive check and the standard errors off (their
@@ -43,15 +43,15 @@ from spikefit.models import FilterGLM
 from spikefit.tasks import L2, LikelihoodFit, NewtonCG
 
 N_BASIS, WINDOW_MS, OFFSET = 8, 100.0, -5.3
-#: the own filter on the basis: a refractory dip at short lags
-SELF_WEIGHTS = [-3.0, -1.5, -0.5, -0.2, 0.0, 0.0, 0.0, 0.0]
+#: the own filter on the basis: refractoriness at short lags, a rebound after
+SELF_WEIGHTS = [-8.0, -4.0, -1.0, 0.0, 0.3, 0.0, 0.0, 0.0]
 #: every edge's filter on the basis, times the edge's weight
 EDGE_PROFILE = [1.0, 0.8, 0.5, 0.3, 0.15, 0.05, 0.0, 0.0]
 
 
 def recording(units: int, bins: int, seed: int = 0) -> torch.Tensor:
     """The simulated raster [N, T]."""
-    network = NormalGenerator(units, mean=0, std=2, sparsity=0.95, glorot=True, seed=seed)
+    network = NormalGenerator(units, mean=0, std=6, sparsity=0.95, glorot=True, seed=seed)
     data = network.generate(1)[0]
     data.W0 = data.W0.unsqueeze(1) * torch.tensor(EDGE_PROFILE)
     model = FilterGLM(window_ms=WINDOW_MS, n_basis=N_BASIS, b=OFFSET, self_weights=SELF_WEIGHTS)

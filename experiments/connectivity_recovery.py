@@ -30,9 +30,8 @@ every repeat go to ``--out`` with the suffix ``.json``.
 
 Run: python experiments/connectivity_recovery.py [--max-steps 300000] [--seeds 3]
 [--folds 5] [--q 0.05] [--out connectivity_recovery.png]. The default stops at 300,000
-steps; ``--max-steps 1000000`` adds the longest length (35 min for 3 repeats on 2 cores
-shared with other jobs, most of it at 10⁶ steps). Quick (a minute or two): --max-steps 30000
---seeds 1
+steps (10 min for 3 repeats on 2 cores shared with other jobs); ``--max-steps 1000000`` adds
+the longest length (35 min). Quick (a minute or two): --max-steps 30000 --seeds 1
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ emissions that give the likelihood are the models' own, :mod:`spikefit.models.em
 from spikefit.tasks.calibration import RateCalibration
 from spikefit.tasks.likelihood import LikelihoodFit
 from spikefit.tasks.regularizers import L1, L2, GroupLasso, Regularizer
-from spikefit.tasks.solvers import LBFGS, Adam, Newton, NewtonCG, Solver
+from spikefit.tasks.solvers import LBFGS, Adam, Newton, NewtonCG, ProximalGradient, Solver
 
 __all__ = [
     "RateCalibration",
@@ -18,4 +18,5 @@ __all__ = [
     "LBFGS",
     "Newton",
     "NewtonCG",
+    "ProximalGradient",
 ]

@@ -61,7 +61,7 @@ from spikefit.tasks.likelihood.objective import (
 )
 from spikefit.tasks.parameters import expand_per_neuron
 from spikefit.tasks.regularizers import Regularizer
-from spikefit.tasks.solvers import LBFGS, NewtonSystem, Solver
+from spikefit.tasks.solvers import LBFGS, NewtonSystem, ProximalSystem, Solver
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -497,15 +497,21 @@ class LikelihoodFit(L.LightningModule):
             self.step_cache = StepCache(self.model, batch, self.hparams.cache_gib * 2**30)
         prepared = self.step_cache
 
-        def evaluate(backward: bool) -> torch.Tensor:
-            """The objective over all processes; with its gradient when ``backward``."""
+        # a penalty that is not smooth is left to the proximal solver's step
+        proximal = self.solver.proximal and self.regularizer is not None
+        proximal = proximal and not self.regularizer.smooth
+
+        def evaluate(backward: bool, penalized: bool = not proximal) -> torch.Tensor:
+            """The objective over all processes (the penalty where ``penalized``); with its
+            gradient when ``backward``."""
             total = torch.zeros((), device=self.device)
             for k, chunk in enumerate(batch):
                 traces, targets = prepared(k)
                 weight = chunk["weight"] * scale
                 with torch.set_grad_enabled(backward):
                     link = self.observation.link(self.model, self.chunk_input(chunk, traces))
-                    penalty = torch.as_tensor(self.penalty() if k == 0 else 0.0, device=self.device)
+                    penalty = self.penalty() if k == 0 and penalized else 0.0
+                    penalty = torch.as_tensor(penalty, device=self.device)
                 nll = -self.observation.log_likelihood_of_link(targets, link.detach())
                 total += weight * nll + penalty.detach()
                 if backward:
@@ -527,12 +533,27 @@ class LikelihoodFit(L.LightningModule):
             optimizer.zero_grad()
             return evaluate(backward=True)
 
-        system = (
-            self.newton_system(batch, prepared, scale, lambda: evaluate(backward=False))
-            if self.solver.needs_blocks
-            else None
-        )
+        system = None
+        if self.solver.needs_blocks:
+            system = self.newton_system(batch, prepared, scale, lambda: evaluate(backward=False))
+        elif self.solver.proximal:
+            system = ProximalSystem(
+                evaluate,
+                lambda: torch.as_tensor(self.penalty() if proximal else 0.0),
+                self.proximal_step if proximal else lambda step_size: None,
+            )
         return self.solver.step(optimizer, closure, system)
+
+    def proximal_step(self, step_size: float) -> None:
+        """The regularizer's proximal operator on the fitted coupling weights, for a step of
+        ``step_size``: every pair's threshold is the step times its strength."""
+        if not self.fits_coupling:
+            return
+        with torch.no_grad():
+            weights = self.coupling_weights
+            threshold = step_size * self.pair_strengths()
+            shrunk = self.regularizer.prox(weights.view(len(weights), -1), threshold)
+            weights.copy_(shrunk.view_as(weights))
 
     def fit_chunks(self, chunks: list[Chunk]) -> None:
         """Fits on ``chunks`` (this process's share) from the current parameters, with the

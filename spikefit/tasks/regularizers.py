@@ -66,8 +66,9 @@ class Regularizer:
 
 
 class L1(Regularizer):
-    r"""Lasso: :math:`\lambda \sum_e |W_e|` (sparse couplings; non-smooth at 0, so prefer the
-    Adam solver; Newton's method needs a second derivative and is refused)."""
+    r"""Lasso: :math:`\lambda \sum_e |W_e|` (sparse couplings; non-smooth at 0: the
+    :class:`~spikefit.tasks.solvers.ProximalGradient` solver sets weights to exactly 0, L-BFGS
+    and Adam only approach it; Newton's method needs a second derivative and is refused)."""
 
     allowed_solvers = (LBFGS, Adam, ProximalGradient)
     refusal = "L1 has no second derivative at 0, as Newton's method needs"

@@ -184,17 +184,33 @@ def test_more_folds_than_training_bins_is_one_line(tmp_path):
         )
 
 
-def test_each_unit_gets_its_own_strength(tmp_path):
+def ring_and_loners() -> torch.Tensor:
+    """400 bins of 10 units: a strongly coupled ring of units 0-3, units 4-9 alone."""
     weights = torch.zeros(10, 10)
-    weights[:4, :4] = 3.0 * torch.roll(torch.eye(4), 1, dims=1)  # a ring; units 4-9 alone
-    spikes = BernoulliGLM(**GLM).simulate(dense_to_graph(weights), 400, seed=1, verbose=False)
+    weights[:4, :4] = 3.0 * torch.roll(torch.eye(4), 1, dims=1)
+    return BernoulliGLM(**GLM).simulate(dense_to_graph(weights), 400, seed=1, verbose=False)
+
+
+def test_each_unit_gets_its_own_strength(tmp_path):
     task = cv_fit()
-    trainer(tmp_path).fit(task, SpikeTrainDataModule(spikes=spikes, heldout_fraction=0))
+    data = SpikeTrainDataModule(spikes=ring_and_loners(), heldout_fraction=0)
+    trainer(tmp_path).fit(task, data)
     chosen = task.results["cross_validation"]["chosen_strength"]
     assert chosen[:4] == [WEAK] * 4 and chosen[4:].count(STRONG) >= 4
     assert task.pair_strengths().tolist() == pytest.approx(
         [chosen[post] for post in task.edge_index[1].tolist()]
     )
+
+
+def test_one_strength_for_all_units_is_the_best_summed_over_units(tmp_path):
+    task = cv_fit(cv_per_unit=False)
+    data = SpikeTrainDataModule(spikes=ring_and_loners(), heldout_fraction=0)
+    trainer(tmp_path).fit(task, data)
+    result = task.results["cross_validation"]
+    curves = torch.tensor(result["unit_curves"])  # [N, S]
+    best = result["grid"][int(curves.sum(0).argmax())]
+    assert result["chosen_strength"] == [best] * 10
+    assert task.pair_strengths().tolist() == pytest.approx([best] * len(task.edge_index[1]))
 
 
 class PerUnitStrengths(LikelihoodFit):

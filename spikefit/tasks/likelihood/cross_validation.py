@@ -80,6 +80,8 @@ def cross_validate(fit: LikelihoodFit) -> dict:
     bar.close()
     curves = scores.mean(0)  # [S, N]
     chosen = curves.argmax(0)
+    if not fit.hparams.cv_per_unit:  # the strength best for all units together
+        chosen = torch.full_like(chosen, int(curves.sum(1).argmax()))
     fit.unit_strength = torch.tensor(grid, dtype=torch.float32)[chosen]
     fit.load_trainable_state(chosen_solutions(fit, solutions, chosen))
     mean_curve = curves.mean(1)

@@ -136,6 +136,9 @@ class LikelihoodFit(L.LightningModule):
             training bins.
         cv_last_block: validate on the last of the ``cv_folds`` blocks only (e.g. 6: the
             last sixth of the training span), instead of on every block in turn.
+        cv_per_unit: one strength per unit (its own best); false: the one strength whose
+            cross-validated log-likelihood, summed over units, is best for every unit (so that
+            the units' coupling weights compare, e.g. to rank the pairs of all units).
         cache_gib: most memory (GiB) that the spike traces and Newton designs kept between
             the evaluations of a step may take; the chunks beyond it are computed again at
             every use (bounded memory, slower).
@@ -159,6 +162,7 @@ class LikelihoodFit(L.LightningModule):
         penalty_grid: list[float] | None = None,
         cv_folds: int = 5,
         cv_last_block: bool = False,
+        cv_per_unit: bool = True,
         cache_gib: float = 8.0,
         compute_uncertainty: bool = True,
     ) -> None:

@@ -41,19 +41,21 @@ def newton_system(
     cache = StepCache(fit.model, batch, budget=0) if cache is None else cache
     approximate = fit.solver.approximate_hessian
 
-    def design(k: int) -> LinearDesign:
+    def design(k: int, known: Prepared | None = None) -> LinearDesign:
+        """Chunk k's design, from its traces and targets ``known`` where the caller has them
+        (a chunk beyond the cache's budget is not prepared twice)."""
         if k in cache.designs:
             return cache.designs[k]
-        made = chunk_design(
-            fit, batch[k], prepared(k)[0], fit.solver.max_pairs, approximate=approximate
-        )
+        traces = (prepared(k) if known is None else known)[0]
+        made = chunk_design(fit, batch[k], traces, fit.solver.max_pairs, approximate=approximate)
         cache.keep(cache.designs, k, made, made.stored(with_traces=k not in cache.prepared))
         return made
 
     def blocks() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         total, gradient, hessian = 0.0, 0.0, 0.0
         for k, chunk in enumerate(batch):
-            nll, g, h = chunk_blocks(fit, chunk, prepared(k), chunk["weight"] * scale, design(k))
+            known = prepared(k)
+            nll, g, h = chunk_blocks(fit, chunk, known, chunk["weight"] * scale, design(k, known))
             total, gradient, hessian = total + nll, gradient + g, hessian + h
         return reduced_blocks(fit, total, gradient, hessian, "mean", 1.0)[:3]
 
@@ -81,7 +83,7 @@ def system_curvature(
     batch: list[Chunk],
     prepared: Callable[[int], Prepared],
     scale: torch.Tensor,
-    design: Callable[[int], LinearDesign],
+    design: Callable[[int, Prepared | None], LinearDesign],
     spectrum: dict[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> Curvature:
     """Newton-CG's :data:`~spikefit.tasks.solvers.Curvature` of the objective of
@@ -93,8 +95,9 @@ def system_curvature(
     constants = spectrum.get("constants")
     strategy = fit.trainer.strategy
     for k, chunk in enumerate(batch):
-        nll, d, w = chunk_derivatives(fit, chunk, prepared(k), chunk["weight"] * scale)
-        linear = design(k)
+        known = prepared(k)
+        nll, d, w = chunk_derivatives(fit, chunk, known, chunk["weight"] * scale)
+        linear = design(k, known)
         weighted = summed(weighted, linear.weighted_parts(w))
         if constants is None:
             sums = summed(sums, linear.constant_parts())
@@ -111,7 +114,7 @@ def system_curvature(
     free = fit.block_mask()
 
     def product(direction: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        data = sum(design(k).product(w, direction, rows) for k, w in enumerate(weights))
+        data = sum(design(k, None).product(w, direction, rows) for k, w in enumerate(weights))
         data = strategy.reduce(data, reduce_op="mean")
         return torch.where(free, data + penalty * direction, direction)
 

@@ -19,9 +19,9 @@ and design are made in it) and the time per iteration is reported.
 
 Run: python experiments/bench_fit_scale.py [--units 50,100,200] [--minutes 5]
 [--grow-minutes 2,5,10] [--grow-units 100] [--cache-gib 8] [--threads 2]
-[--headline 300:30 --newton-iterations 2]. The default table takes about 15 minutes on two
-cores; the headline (300 units, 30 minutes: 1.8 M bins) about 10 minutes per Newton
-iteration.
+[--headline 300:30 --newton-iterations 1]. The default table took 17 minutes on two cores
+shared with other jobs; the headline (300 units, 30 minutes: 1.8 M bins) 7.5 minutes per
+Newton iteration on a quiet machine.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Newton-CG: its preconditioner is the inverse of the matrix it defines, and its fits reach
-Newton's optimum, on graph and dense coupling, with and without a ridge."""
+Newton's optimum, on graph and dense coupling, with a ridge (without one the optimum need not
+exist: a refractory neuron that never fires right after its own spikes has its first self
+weight's MLE at -∞, where Newton and Newton-CG stop at different points of a flat ray)."""
 
 from __future__ import annotations
 
@@ -92,22 +94,18 @@ def fitted(tmp_path, solver, coupling: str, ridge: float, **options) -> Likeliho
     return task
 
 
-@pytest.mark.parametrize(("coupling", "ridge"), [("dense", 1e-4), ("graph", 0.0)])
+@pytest.mark.parametrize(("coupling", "ridge"), [("dense", 1e-4), ("graph", 1e-3)])
 def test_newton_cg_reaches_newtons_optimum(tmp_path, coupling, ridge):
     exact = fitted(tmp_path / "newton", Newton(), coupling, ridge)
     truncated = fitted(tmp_path / "cg", NewtonCG(tolerance=1e-10), coupling, ridge)
-    # float32 objectives: the parameters agree where a ridge makes the optimum sharp
-    if ridge:
-        assert torch.allclose(truncated.coupling_weights, exact.coupling_weights, atol=5e-3)
-        for name in ("b", "self_weights"):
-            assert torch.allclose(
-                truncated.model.get_parameter(name), exact.model.get_parameter(name), atol=5e-3
-            )
-    train = [task.summary()["bits_per_spike"]["train"] for task in (exact, truncated)]
-    assert train[1] == pytest.approx(train[0], abs=1e-4)
-    if ridge:  # (without, the flat directions move the held-out score a little)
-        heldout = [task.summary()["bits_per_spike"]["heldout"] for task in (exact, truncated)]
-        assert heldout[1] == pytest.approx(heldout[0], abs=1e-4)
+    assert torch.allclose(truncated.coupling_weights, exact.coupling_weights, atol=5e-3)
+    for name in ("b", "self_weights"):
+        assert torch.allclose(
+            truncated.model.get_parameter(name), exact.model.get_parameter(name), atol=5e-3
+        )
+    for split in ("train", "heldout"):
+        scores = [task.summary()["bits_per_spike"][split] for task in (exact, truncated)]
+        assert scores[1] == pytest.approx(scores[0], abs=1e-4)
 
 
 def test_a_fit_that_keeps_only_some_chunks_reaches_the_fit_that_keeps_all(tmp_path, monkeypatch):

@@ -277,3 +277,27 @@ def test_time_rescaled_counts_are_poisson(threads, monkeypatch):
     for k, probability in ((0, math.exp(-3)), (1, 3 * math.exp(-3))):
         share = (counts == k).float().mean()
         assert abs(share - probability) < 4 * math.sqrt(probability / n)
+
+
+@pytest.mark.parametrize("dt", [1.0, 0.5])
+def test_time_rescaled_bernoulli_spikes_are_bernoulli(dt, monkeypatch):
+    """Uncoupled BernoulliGLM neurons without refractoriness at g - θ from -14 to 90
+    (p = σ(g - θ)Δt from 8·10⁻⁷ to Δt): the compiled and the Python loop give the same spikes,
+    each neuron fires in a share p of the steps, and two steps in a row in a share p²."""
+    exponents = torch.tensor([-14.0, -9.0, -4.0, 0.0, 3.0, 8.0, 20.0, 90.0])
+    group = 50
+    model = BernoulliGLM(**{**SEED_GLM, "r": 0.0, "abs_ref_strength": 0.0, "dt": dt})
+    model.rel_ref_strength.data.zero_()
+    model.theta.data = (-exponents).repeat_interleave(group)
+    runs = both_loops(
+        model, networks(1, len(exponents) * group), monkeypatch, n_steps=4000, seed=3, n_trials=2
+    )
+    assert torch.equal(runs[0], runs[1])
+    spikes = runs[0].float().movedim(2, 1).reshape(len(exponents), -1, 4000)  # [x, N·K, T]
+    for x, groups in zip(exponents.tolist(), spikes, strict=True):
+        p = dt / (1 + math.exp(-x))
+        n = groups.numel()
+        share = groups.mean().item()
+        assert abs(share - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1 / n, (x, share, p)
+        pairs = (groups[:, 1:] * groups[:, :-1]).mean().item()
+        assert abs(pairs - p * p) <= 4 * math.sqrt(p * p * (1 - p * p) / n) + 1 / n, (x, pairs)

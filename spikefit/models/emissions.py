@@ -111,8 +111,9 @@ class Bernoulli(Emission):
         \log P = X \log(1 - e^{-h}) - (1 - X)\,h,
 
     summed as :math:`-\sum h + \sum_{X=1} [h + \log(1 - e^{-h})]`. The fast engine samples by
-    time rescaling with the hazard: a neuron fires when the hazard it accumulated since its
-    last spike passes an Exp(1) draw, exactly Bernoulli(p) per step.
+    time rescaling: a neuron fires when the hazard it accumulated since its last spike passes
+    an Exp(1) draw E, exactly Bernoulli(p) per step, computed with the odds o = p / (1 - p):
+    it fires when :math:`\prod (1 + o) \ge e^E`.
     """
 
     name = "bernoulli"
@@ -127,6 +128,17 @@ class Bernoulli(Emission):
             return self.inverse_link.hazard(model, input)
         rates = self.rates(model, input)
         return -torch.log1p(-rates.clamp(max=1 - torch.finfo(rates.dtype).eps))
+
+    def odds(self, model, input: torch.Tensor) -> torch.Tensor:
+        """Odds p / (1 - p) of firing in a step, what time rescaling spends: the logistic
+        link's own where it has them (they need no rounding of p), else of p clamped below 1."""
+        if isinstance(self.inverse_link, Logistic):
+            odds = self.inverse_link.odds(model, input)
+            if odds is not None:
+                return odds
+        rates = self.rates(model, input)
+        rates = rates.clamp(max=1 - torch.finfo(rates.dtype).eps)
+        return rates / (1 - rates)
 
     def link(self, model, input: torch.Tensor) -> torch.Tensor:
         return self.hazard(model, input)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import torch
 
+#: Largest exponent of the logistic odds e^(g - θ): e^±87 are normal float32 numbers, so that
+#: sampling never computes with subnormal ones.
+ODDS_EXPONENT = 87.0
+
 
 class Link:
     """The map m = f(g) from a model's input to its expected count or probability per step.
@@ -34,6 +38,14 @@ class Logistic(Link):
         if float(model.dt) == 1.0:
             return torch.nn.functional.softplus(input - model.theta)
         return torch.log1p(-self(model, input)).neg_()
+
+    def odds(self, model, input: torch.Tensor) -> torch.Tensor:
+        r"""Odds :math:`p / (1 - p)` of firing in a step, for Δt = 1 ms: :math:`e^{g - 	heta}`,
+        its exponent clamped to ±:data:`ODDS_EXPONENT` (where it stays a normal float32:
+        the probabilities it leaves out are below 10⁻³⁷); ``None`` for other Δt."""
+        if float(model.dt) != 1.0:
+            return None
+        return torch.exp((input - model.theta).clamp_(-ODDS_EXPONENT, ODDS_EXPONENT))
 
 
 class Exponential(Link):

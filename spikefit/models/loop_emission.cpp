@@ -1,8 +1,10 @@
 // Links and emissions of the compiled loops: the operations of spikefit.models.links and
-// spikefit.models.emissions, in the same order and in float32, so that every rate, hazard and
+// spikefit.models.emissions, in the same order and in float32, so that every rate, odds and
 // spike is the one the Python path computes. Exact operations (+, -, *, /, max) are written out;
-// sigmoid, exp and log1p are ATen's, called on pieces of the row of every neuron-trial on
-// which they give what they give on the whole row; softplus is ATen's kernel written out.
+// sigmoid and exp are ATen's, called on pieces of the row of every neuron-trial on which they
+// give what they give on the whole row.
+#include <ATen/Config.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 namespace spikefit {
@@ -16,37 +18,56 @@ enum Draw : int64_t {
   kRescaledCounts = 4  // Poisson counts by time rescaling
 };
 
-// out[a, b) = softplus(g - θ) of g[a, b) and θ[a, b) (β = 1, threshold 20: x = g - θ above 20
-// kept) as ATen's CPU kernel computes it on a row from a: pairs of vectors (Sleef's exp and
-// log1p), then the last (b - a) mod (2 × vector width) values one by one (libm's expf and
-// log1pf). Written out where the build has the vector type of the CPU capability ATen runs
-// (native.py), which saves an operator call per piece; else ATen's on work[a, b) = g - θ.
-void softplus_of_difference(const float* g, const float* theta, float* out, float* work,
-                            int64_t a, int64_t b) {
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-  using Vec = at::vec::Vectorized<float>;
-  const int64_t pair = 2 * Vec::size(), vector_end = a + (b - a) / pair * pair;
-  const Vec threshold(20.f);
-  for (int64_t i = a; i < vector_end; i += Vec::size()) {
-    const Vec x = Vec::loadu(g + i) - Vec::loadu(theta + i);
-    Vec::blendv(x.exp().log1p(), x, x > threshold).store(out + i);
-  }
-  for (int64_t i = vector_end; i < b; ++i) {
-    const float x = g[i] - theta[i];
-    out[i] = x > 20.f ? x : std::log1p(std::exp(x));
-  }
+// The exponent of the odds e^(g - θ) of a logistic link at Δt = 1 ms is kept within
+// ±kOddsExponent, where the odds stay normal floats (as Logistic.odds in Python).
+constexpr float kOddsExponent = 87.f;
+
+#if AT_MKL_ENABLED() && !defined(__APPLE__)
+#define SPIKEFIT_MKL_EXP 1
+// MKL's vector exponential and its threads (LP64 MKL, as ATen/cpu/vml.h assumes).
+extern "C" void vmsExp(int n, const float* a, float* r, long long mode);
+extern "C" int MKL_Set_Num_Threads_Local(int threads);
+constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+#endif
+
+// While it lives, the calling thread's MKL calls run on that thread alone (a loop's threads
+// call exp on their own parts).
+struct OneMklThread {
+#ifdef SPIKEFIT_MKL_EXP
+  int before = MKL_Set_Num_Threads_Local(1);
+  ~OneMklThread() { MKL_Set_Num_Threads_Local(before); }
+#endif
+};
+
+// out[0, n) = exp(x[0, n)) as torch.exp computes it on the CPU (ATen/cpu/vml.h): MKL's vector
+// exponential in ATen's mode where ATen is built with MKL, else the vml map of Vectorized::exp.
+// Neither depends on where a piece of a row starts or ends.
+void exp_as_torch(const float* x, float* out, int64_t n) {
+#ifdef SPIKEFIT_MKL_EXP
+  vmsExp(static_cast<int>(n), x, out, kVmlMode);
 #else
-  for (int64_t i = a; i < b; ++i) work[i] = g[i] - theta[i];
-  at::Tensor result = at::from_blob(out + a, {b - a}, at::kFloat);
-  at::softplus_out(result, at::from_blob(work + a, {b - a}, at::kFloat), 1, 20);
+  at::vec::map([](at::vec::Vectorized<float> v) { return v.exp(); }, out, x, n);
 #endif
 }
 
-// Pieces of a row of `width` values. ATen evaluates sigmoid and softplus over the row in
+// out[a, b) = exp(x) of x = g - θ clamped to ±kOddsExponent (NaN kept), with work[a, b) = x.
+void odds_of_difference(const float* g, const float* theta, float* out, float* work, int64_t a,
+                        int64_t b) {
+  using Vec = at::vec::Vectorized<float>;
+  const Vec lowest(-kOddsExponent), highest(kOddsExponent);
+  for (int64_t i = a; i < b; i += Vec::size()) {
+    const int64_t count = std::min<int64_t>(Vec::size(), b - i);
+    const Vec x = Vec::loadu(g + i, count) - Vec::loadu(theta + i, count);
+    Vec::blendv(Vec::blendv(x, lowest, x < lowest), highest, x > highest).store(work + i, count);
+  }
+  exp_as_torch(work + a, out + a, b - a);
+}
+
+// Pieces of a row of `width` values. ATen evaluates sigmoid over the row in
 // at::parallel_for chunks, each with vector instructions from its start and scalar ones for its
 // last (length mod 2 * vector width) values, which round differently: a piece that starts at a
 // chunk's start plus a multiple of 64 and ends at a chunk's end or at such a point gets the same
-// values. exp and log1p (vml: MKL's or Sleef's) give the same values anywhere.
+// values. exp (vml: MKL's or Sleef's) gives the same values anywhere.
 struct Row {
   static constexpr int64_t kAlign = 64;
   int64_t width = 0, chunk = 0;
@@ -80,10 +101,10 @@ struct Row {
 // and how spikes are drawn.
 struct Emission {
   int64_t link, draw, n;
-  bool unit_dt;                       // Δt = 1 ms: the logistic hazard is softplus(g - θ)
+  bool unit_dt;                       // Δt = 1 ms: the logistic odds are e^(g - θ)
   std::vector<const float*> params;   // the link's parameters, then the threshold's θ
   const Row& row;
-  std::vector<float> row_theta;       // θ of every value of the row, for softplus(g - θ)
+  std::vector<float> row_theta;       // θ of every value of the row, for e^(g - θ)
 
   Emission(int64_t link, int64_t draw, bool unit_dt, const std::vector<at::Tensor>& parameters,
            int64_t n, const Row& row)
@@ -93,14 +114,14 @@ struct Emission {
                   "emission parameters: float32 contiguous [N] tensors expected");
       params.push_back(p.data_ptr<float>());
     }
-    if (hazard_is_softplus()) {
+    if (odds_are_exponential()) {
       row_theta.resize(row.width);
       each(0, row.width, [&](int64_t i, int64_t j) { row_theta[i] = params[0][j]; });
     }
   }
 
-  // Rescaled draws of a logistic link at Δt = 1 ms: the hazard is softplus(g - θ).
-  bool hazard_is_softplus() const { return link == kLogistic && draw == kRescaled && unit_dt; }
+  // Rescaled draws of a logistic link at Δt = 1 ms: the odds p / (1 - p) are e^(g - θ).
+  bool odds_are_exponential() const { return link == kLogistic && draw == kRescaled && unit_dt; }
 
   // Element-wise over [a, b) of a row, f(i, j) with the neuron j of value i.
   template <class F>
@@ -117,15 +138,15 @@ struct Emission {
   }
 
   // out[lo, hi) = the rate (expected count or probability) of the inputs g[lo, hi), or their
-  // hazard -log(1 - p) for rescaled Bernoulli draws; work: scratch of the row's size.
+  // odds p / (1 - p) for rescaled Bernoulli draws; work: scratch of the row's size.
   void evaluate(const float* g, float* out, float* work, int64_t lo, int64_t hi) const {
     row.pieces(lo, hi, [&](int64_t a, int64_t b) { piece(g, out, work, a, b); });
   }
 
   void piece(const float* g, float* out, float* work, int64_t a, int64_t b) const {
     const float* const* p = params.data();
-    if (hazard_is_softplus()) {
-      softplus_of_difference(g, row_theta.data(), out, work, a, b);
+    if (odds_are_exponential()) {
+      odds_of_difference(g, row_theta.data(), out, work, a, b);
       return;
     }
     at::Tensor result = view(out, a, b), operand = view(work, a, b);
@@ -146,12 +167,12 @@ struct Emission {
       std::copy(g + a, g + b, out + a);
     }
     if (draw != kRescaled) return;
-    // Bernoulli's hazard -log1p(-p): the logistic link's own, else p clamped below 1 first
+    // Bernoulli's odds p / (1 - p), p clamped below 1 first
     const float most = 1.f - std::numeric_limits<float>::epsilon();
-    const bool clamp = link != kLogistic;
-    for (int64_t i = a; i < b; ++i) work[i] = -(clamp && out[i] > most ? most : out[i]);
-    at::log1p_out(result, operand);
-    for (int64_t i = a; i < b; ++i) out[i] = -out[i];
+    for (int64_t i = a; i < b; ++i) {
+      const float p = out[i] > most ? most : out[i];
+      out[i] = p / (1.f - p);
+    }
   }
 
   // Threshold emission: a spike where the rate passes θ.

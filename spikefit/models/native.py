@@ -14,10 +14,13 @@ A step :math:`s` of a spike-history block, for every neuron-trial :math:`i` (the
 the emission's link, then the spikes — for Bernoulli emissions by time rescaling,
 
 .. math::
-    R_i \mathrel{-}= -\log(1 - p_i), \qquad X_i(s) = [R_i \le 0]
+    o_i = \frac{p_i}{1 - p_i}, \qquad D_i \leftarrow \frac{D_i - o_i}{1 + o_i}, \qquad
+    X_i(s) = [D_i \le 0]
 
-(a neuron that fires draws a new Exp(1) threshold :math:`R_i`), Poisson counts drawn by ATen's
-``poisson`` on the whole row, or :math:`X_i = [m_i > \theta_i]` — and their delivery to the
+(a neuron that fires draws a new threshold :math:`D_i = e^{E} - 1` of an Exp(1) draw E, so
+that it fires when the hazard :math:`\sum -\log(1 - p)` since its last spike passes E),
+Poisson counts likewise with the hazard μ (or drawn by ATen's ``poisson`` on the whole row),
+or :math:`X_i = [m_i > \theta_i]` — and their delivery to the
 coming inputs:
 
 .. math::

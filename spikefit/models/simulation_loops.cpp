@@ -34,24 +34,23 @@ void add_scaled(float* row, float term, const float* sum, int64_t length, bool f
     for (int64_t i = 0; i < length; ++i) row[i] = row[i] + term * sum[i];
 }
 
-// left[i] -= hazard[i] for i in [lo, hi), and every i whose hazard left is then not above 0
-// appended to `fired`, in order: a vector at a time, its fired lanes read from its mask.
-void spend_hazard(float* left, const float* hazard, int64_t lo, int64_t hi,
-                  std::vector<int64_t>& fired) {
+// What every neuron-trial i in [lo, hi) has left before it fires, after a step: the odds
+// left[i] = (left[i] - step[i]) / (1 + step[i]) of the step's odds (rescaled Bernoulli draws),
+// else the hazard left[i] - step[i] (counts); every i whose left is then not above 0 appended
+// to `fired`, in order: a vector at a time, its fired lanes read from its mask.
+void spend(float* left, const float* step, bool odds, int64_t lo, int64_t hi,
+           std::vector<int64_t>& fired) {
   using Vec = at::vec::Vectorized<float>;
-  const Vec zero(0.f);
-  int64_t i = lo;
-  for (; i + Vec::size() <= hi; i += Vec::size()) {
-    const Vec rest = Vec::loadu(left + i) - Vec::loadu(hazard + i);
-    rest.store(left + i);
-    const int kept = (rest <= zero).zero_mask();  // lanes that did not fire
-    if (kept != (1 << Vec::size()) - 1)
-      for (int lane = 0; lane < Vec::size(); ++lane)
+  const Vec zero(0.f), one(1.f);
+  for (int64_t i = lo; i < hi; i += Vec::size()) {
+    const int64_t count = std::min<int64_t>(Vec::size(), hi - i);
+    const Vec spent = Vec::loadu(step + i, count), rest = Vec::loadu(left + i, count) - spent;
+    const Vec after = odds ? rest / (spent + one) : rest;
+    after.store(left + i, count);
+    const int kept = (after <= zero).zero_mask();  // lanes that did not fire
+    if ((kept | ~((1 << count) - 1)) != -1)
+      for (int lane = 0; lane < count; ++lane)
         if (!(kept >> lane & 1)) fired.push_back(i + lane);
-  }
-  for (; i < hi; ++i) {
-    left[i] -= hazard[i];
-    if (left[i] <= 0) fired.push_back(i);
   }
 }
 
@@ -89,10 +88,11 @@ struct Part {
 // steps (background and stimulus included; rows are zeroed as they are read); targets [N, D],
 // degrees [N], weights [N, D, B]: the outgoing edges of one trial's neurons, targets sorted;
 // coupling [S, B], added with one rounding where `fused` (as torch's addcmul does on CPUs with
-// fused multiply-adds); ref [T', N] or [T', 1] (T' = 0: none). Rescaled Bernoulli draws: trial k's
-// Exp(1) thresholds come from pools[k] at positions[k], refilled from generators[k];
-// `remaining` [K*N] is the hazard left before each fires. Other draws: generators[0] is the
-// model's. latest [K*N] gets the input of the last step.
+// fused multiply-adds); ref [T', N] or [T', 1] (T' = 0: none). Rescaled draws: trial k's
+// thresholds come from pools[k] at positions[k], refilled from generators[k] (Exp(1) draws E;
+// Bernoulli: e^E - 1); `remaining` [K*N] is what each has left before it fires (Bernoulli: odds,
+// counts: hazard). Other draws: generators[0] is the model's. latest [K*N] gets the input of
+// the last step.
 std::tuple<at::Tensor, at::Tensor> history_block(
     const at::Tensor& targets, const at::Tensor& degrees, const at::Tensor& weights,
     const at::Tensor& coupling, bool fused, const at::Tensor& ref, int64_t link, int64_t draw,
@@ -109,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   const int64_t width = future.size(1), trials = width / n, support = coupling.size(0);
   const int64_t window = ref.size(0), ref_columns = ref.size(1), ref_stride = ref_columns > 1;
   const bool counting = draw == kRescaledCounts, rescaled = draw == kRescaled || counting;
-  TORCH_CHECK(trials * n == width && weights.numel() == n * degree * n_basis &&
+  TORCH_CHECK(trials * n == width && width <= std::numeric_limits<int>::max() && weights.numel() == n * degree * n_basis &&
               future.size(0) >= length + std::max(support, window) && latest.numel() == width);
   TORCH_CHECK(!rescaled || (remaining.numel() == width && pools.size(0) == trials &&
                             pools.size(1) >= n && positions.numel() == trials &&
@@ -161,9 +161,9 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   auto fired_in = [&](int64_t q, int side, int64_t k) { return in_trial(part[q].fired[side], k); };
 
   // Rescaled draws for the neuron-trials of part p in trial k listed by list_of(q) for every
-  // part q: the pool's next ones, after those of the lower parts, replacing the hazard left
-  // (Bernoulli: one spike at most) or added to it (counts); the trial's first part refills an
-  // exhausted pool and marks it with `key`, its other parts wait for the mark.
+  // part q: the pool's next ones, after those of the lower parts, replacing the odds left
+  // (Bernoulli: one spike at most) or added to the hazard left (counts); the trial's first part
+  // refills an exhausted pool and marks it with `key`, its other parts wait for the mark.
   auto redraw_trial = [&](int64_t p, const auto& list_of, int64_t k, int64_t key) {
     std::vector<int64_t>& position = positions_of[p];
     int64_t before = 0, total = 0;
@@ -176,7 +176,9 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     if (total == 0) return;
     if (position[k] + total > pool_size) {
       if (p == first_part[k]) {
-        pools.select(0, k).exponential_(1.0, generators[k]);
+        at::Tensor pool = pools.select(0, k);
+        pool.exponential_(1.0, generators[k]);
+        if (!counting) pool.expm1_();
         refilled[k].store(key);
         team.wake();
       } else {
@@ -303,6 +305,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   };
 
   auto job = [&](int p) {
+    const OneMklThread serial;
     Part& me = part[p];
     sums[p].sum.assign(n_basis * (me.hi - me.lo), 0.f);
     sums[p].touched.assign(me.hi - me.lo, 0);
@@ -316,7 +319,7 @@ std::tuple<at::Tensor, at::Tensor> history_block(
       if (s == length - 1) std::copy(now + me.lo, now + me.hi, latest.data_ptr<float>() + me.lo);
       std::fill(now + me.lo, now + me.hi, 0.f);
       if (rescaled) {
-        spend_hazard(left, rates, me.lo, me.hi, fired);
+        spend(left, rates, !counting, me.lo, me.hi, fired);
       } else if (draw == kThreshold) {
         emission.each(me.lo, me.hi, [&](int64_t i, int64_t j) {
           if (emission.crosses(rates, i, j)) fired.push_back(i);
@@ -402,6 +405,7 @@ std::tuple<at::Tensor, at::Tensor> activation_block(
   Team& team = Team::instance();
 
   auto job = [&](int p) {
+    const OneMklThread serial;
     Part& me = part[p];
     for (int64_t s = 0; s < length; ++s) {
       const float* now = state[s & 1];

@@ -61,7 +61,8 @@ def drive(model, times: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tens
 
 
 def check_activity(model, spikes: SpikeBlock, latest: torch.Tensor, start: int) -> None:
-    """Raises if ``latest`` (input or hazard state) is non-finite or a count is absurd."""
+    """Raises if ``latest`` (the input, or what is left before rescaled spikes) is non-finite
+    or a count is absurd."""
     if (
         not torch.isfinite(latest).all()
         or len(spikes.counts)

@@ -5,9 +5,10 @@ Spike-history models (the buffer of coming inputs,
 
 - :class:`CountStepper`: any emission, one step at a time in Python, through the model's own
   ``non_linearity`` and ``emit_spikes``.
-- :class:`RescaledStepper`: a declared Bernoulli emission, sampled by time rescaling: a
-  neuron fires when the hazard it accumulated since its last spike passes an Exp(1) draw
-  (exactly Bernoulli(p) per step, one random number per spike instead of per neuron-step).
+- :class:`RescaledStepper`: a declared Bernoulli or Poisson emission, sampled by time
+  rescaling: a neuron fires when the hazard it accumulated since its last spike passes an
+  Exp(1) draw (exactly Bernoulli(p) per step, one random number per spike instead of per
+  neuron-step).
 - :class:`CompiledStepper`: a declared emission the compiled loops know (its type in
   :data:`COMPILED_DRAWS`, its link's in :data:`COMPILED_LINKS`), on the CPU: the whole block
   in :mod:`spikefit.models.native`'s ``history_block``, Bernoulli emissions by time rescaling
@@ -62,7 +63,7 @@ ROW_DRAW_PER_THREAD = 50_000
 @dataclass
 class LoopEmission:
     """A model's declared emission as the compiled loops take it: codes of its link and
-    draw, whether Δt = 1 ms (the logistic hazard is then a softplus), and the link's
+    draw, whether Δt = 1 ms (the logistic odds are then e^(g - θ)), and the link's
     parameters (then the threshold's θ), one value per neuron [N] each."""
 
     link: int
@@ -125,18 +126,22 @@ def loop_threads(width: int, draw: int) -> int:
 
 
 class ExponentialPools:
-    """Exp(1) draws of every trial from the trial's own generator, handed out in order and
-    refilled in bulk (one generator call per refill), so that trials can run independently.
+    """Exp(1) draws E of every trial from the trial's own generator (or their odds
+    thresholds e^E - 1), handed out in order and refilled in bulk (one generator call per
+    refill), so that trials can run independently.
 
     Args:
         size: draws per trial held at once.
         generator: the run's generator; trial 0 draws from it, trial k > 0 from a generator
             seeded from it.
         n_trials: number of trials K.
+        odds: whether the pools hold e^E - 1 instead of E.
     """
 
-    def __init__(self, size: int, generator: torch.Generator, n_trials: int) -> None:
-        device = generator.device
+    def __init__(
+        self, size: int, generator: torch.Generator, n_trials: int, odds: bool = False
+    ) -> None:
+        device, self.odds = generator.device, odds
         seeds = torch.randint(2**62, (n_trials - 1,), generator=generator, device=device)
         self.generators = [generator] + [
             torch.Generator(device).manual_seed(seed) for seed in seeds.tolist()
@@ -154,6 +159,8 @@ class ExponentialPools:
         for k, count in enumerate(counts):
             if self.positions[k] + count > self.pools.shape[1]:
                 self.pools[k].exponential_(generator=self.generators[k])
+                if self.odds:
+                    self.pools[k].expm1_()
                 self.positions[k] = 0
             first.append(self.positions[k] - start)
             self.positions[k] += count
@@ -201,22 +208,25 @@ class CountStepper:
 
 
 def rescaled_start(
-    n: int, n_trials: int, generator: torch.Generator
+    n: int, n_trials: int, generator: torch.Generator, odds: bool
 ) -> tuple[ExponentialPools, torch.Tensor]:
-    """The Exp(1) pools of a time-rescaled run and the hazard every neuron-trial has left
-    before it fires, its first draw [K·N]."""
-    draws = ExponentialPools(max(n, 4096), generator, n_trials)
+    """The pools of a time-rescaled run (of odds thresholds where ``odds``) and what every
+    neuron-trial has left before it fires, its first draw [K·N]."""
+    draws = ExponentialPools(max(n, 4096), generator, n_trials, odds)
     trial_of = torch.arange(n_trials * n, device=generator.device) // n
     return draws, draws.take(trial_of).clone()
 
 
 class RescaledStepper:
     r"""Time-rescaled sampling of a Bernoulli or Poisson emission. Every neuron-trial keeps
-    the hazard :math:`R` it has left before it fires, an Exp(1) draw; a step subtracts its
-    hazard (Bernoulli: :math:`-\log(1 - p)`; Poisson: the expected count μ). A Bernoulli
-    neuron whose R reaches 0 fires and draws a new R; a Poisson neuron fires once per
-    Exp(1) draw added to R until R is above 0 again, which gives Poisson(μ) counts
-    (a Poisson process of rate μ per step), in rounds of draws in the order of the
+    what it has left before it fires. Bernoulli: the odds :math:`D`, first :math:`e^E - 1` of
+    an Exp(1) draw E; a step with odds :math:`o = p / (1 - p)` makes it
+    :math:`(D - o) / (1 + o)`, so that :math:`\log(1 + D)` loses the step's hazard
+    :math:`\log(1 + o) = -\log(1 - p)`, and the neuron fires and draws again when D reaches 0
+    (exactly Bernoulli(p) per step, without a logarithm per neuron-step). Poisson: the hazard
+    :math:`R`, an Exp(1) draw, less the expected count μ of every step; the neuron fires once
+    per Exp(1) draw added to R until R is above 0 again, which gives Poisson(μ) counts (a
+    Poisson process of rate μ per step), in rounds of draws in the order of the
     neuron-trials, at most :data:`MAX_ROUNDS` in a step.
 
     Args:
@@ -235,7 +245,7 @@ class RescaledStepper:
         n, n_trials = history.n_neurons, history.n_trials
         self.emission = model.effective_emission
         self.counting = isinstance(self.emission, Poisson)
-        self.draws, self.remaining = rescaled_start(n, n_trials, generator)
+        self.draws, self.remaining = rescaled_start(n, n_trials, generator, not self.counting)
         self.trial_of = torch.arange(n_trials * n, device=generator.device) // n
         self.raster = torch.empty(
             history.future.shape[0] - history.window,
@@ -244,21 +254,18 @@ class RescaledStepper:
             device=generator.device,
         )
 
-    def hazard(self, input: torch.Tensor) -> torch.Tensor:
-        """The hazard of every neuron-trial in the step of ``input``."""
-        if self.counting:
-            return self.emission.rates(self.model, input)
-        return self.emission.hazard(self.model, input)
-
     def block(self, length: int) -> SpikeBlock:
         inputs, remaining = self.history.inputs, self.remaining
+        left = remaining.view(self.history.n_trials, -1)
         for step in range(length):
-            remaining.view(self.history.n_trials, -1).sub_(self.hazard(inputs[step]))
             if not self.counting:
+                odds = self.emission.odds(self.model, inputs[step])
+                left.sub_(odds).div_(odds + 1)
                 fired = torch.le(remaining, 0, out=self.raster[step]).nonzero().squeeze(1)
                 remaining.index_copy_(0, fired, self.draws.take(self.trial_of[fired]))
                 self.history.deliver(step, fired, None)
                 continue
+            left.sub_(self.emission.rates(self.model, inputs[step]))
             fired = remaining.le(0).nonzero().squeeze(1)
             counts = self.raster[step].zero_()
             counts[fired] = 1
@@ -301,7 +308,7 @@ class CompiledStepper:
         self.rescaled = emission.draw in RESCALED_DRAWS.values()
         if self.rescaled:
             self.draws, self.remaining = rescaled_start(
-                history.n_neurons, history.n_trials, generator
+                history.n_neurons, history.n_trials, generator, emission.draw == RESCALED
             )
             generators, pools = self.draws.generators, self.draws.pools
         else:
@@ -339,8 +346,8 @@ class CompiledStepper:
         return SpikeBlock(length, keys // self.width, keys % self.width, counts)
 
     def latest(self, length: int) -> torch.Tensor:
-        """What must stay finite after a block: the hazard left (Bernoulli), else the last
-        input."""
+        """What must stay finite after a block: what is left before a rescaled spike, else the
+        last input."""
         return self.remaining if self.rescaled else self.last_input
 
 

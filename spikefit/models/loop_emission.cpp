@@ -24,20 +24,11 @@ constexpr float kOddsExponent = 87.f;
 
 #if AT_MKL_ENABLED() && !defined(__APPLE__)
 #define SPIKEFIT_MKL_EXP 1
-// MKL's vector exponential and its threads (LP64 MKL, as ATen/cpu/vml.h assumes).
+// MKL's vector exponential (LP64 MKL, as ATen/cpu/vml.h assumes); the loops' threads keep
+// their MKL calls serial (SerialOps).
 extern "C" void vmsExp(int n, const float* a, float* r, long long mode);
-extern "C" int MKL_Set_Num_Threads_Local(int threads);
 constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
 #endif
-
-// While it lives, the calling thread's MKL calls run on that thread alone (a loop's threads
-// call exp on their own parts).
-struct OneMklThread {
-#ifdef SPIKEFIT_MKL_EXP
-  int before = MKL_Set_Num_Threads_Local(1);
-  ~OneMklThread() { MKL_Set_Num_Threads_Local(before); }
-#endif
-};
 
 // out[0, n) = exp(x[0, n)) as torch.exp computes it on the CPU (ATen/cpu/vml.h): MKL's vector
 // exponential in ATen's mode where ATen is built with MKL, else the vml map of Vectorized::exp.

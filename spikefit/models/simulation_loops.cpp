@@ -54,6 +54,16 @@ void spend(float* left, const float* step, bool odds, int64_t lo, int64_t hi,
   }
 }
 
+// Asks the cache for values[0, count) (the edges of a neuron that fired, read soon after).
+template <class T>
+void prefetch(const T* values, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(values);
+#if defined(__GNUC__) || defined(__clang__)
+  for (int64_t at = 0; at < count * static_cast<int64_t>(sizeof(T)); at += 64)
+    __builtin_prefetch(bytes + at);
+#endif
+}
+
 // Spikes of the parts gathered: (keys step*width + i, sorted; counts).
 std::tuple<at::Tensor, at::Tensor> gather(const std::vector<std::vector<int64_t>>& keys,
                                           const std::vector<std::vector<float>>& counts) {
@@ -226,6 +236,9 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     std::vector<float> sum;
     std::vector<int64_t> reached;
     std::vector<char> touched;
+    // where every neuron's sorted targets reach the part's range in the first trial it meets
+    // and leave it in the last (where the range starts or ends inside a trial)
+    std::vector<int64_t> enter, leave;
   };
   std::vector<Sums> sums(parts);
   auto deliver = [&](int64_t p, int side, int64_t s) {
@@ -236,11 +249,16 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     if (support > 0) {
       // dense: the step reaches many of the part's values, whose lag rows are then updated
       // whole (adding c·0 leaves a value as it is); sparse: only the reached ones, listed
-      int64_t visits = 0;
+      int64_t visits = 0;  // (and the edges of the fired neurons prefetched meanwhile)
       for (int64_t k = lo / n; k * n < me.hi; ++k)
         for (int64_t q = first_part[k]; q <= last_part[k]; ++q) {
           const auto range = fired_in(q, side, k);
-          for (auto f = range.first; f != range.second; ++f) visits += out_degree[*f - k * n];
+          for (auto f = range.first; f != range.second; ++f) {
+            const int64_t j = *f - k * n;
+            visits += out_degree[j];
+            prefetch(target + j * degree, out_degree[j]);
+            prefetch(weight + j * degree * n_basis, out_degree[j] * n_basis);
+          }
         }
       const bool dense = visits * kDenseReach > span;
       for (int64_t k = lo / n; k * n < me.hi; ++k) {
@@ -251,8 +269,8 @@ std::tuple<at::Tensor, at::Tensor> history_block(
             const float count = drawn_counts ? drawn_counts[*f] : 1.f;
             const int64_t j = *f - k * n;
             const int64_t* row_targets = target + j * degree;
-            const int64_t* from = a == 0 ? row_targets : std::lower_bound(row_targets, row_targets + out_degree[j], a);
-            const int64_t* to = b == n ? row_targets + out_degree[j] : std::lower_bound(from, row_targets + out_degree[j], b);
+            const int64_t* from = row_targets + (a == 0 ? 0 : acc.enter[j]);
+            const int64_t* to = row_targets + (b == n ? out_degree[j] : acc.leave[j]);
             const float* w = weight + (from - target) * n_basis;
             float* sum = acc.sum.data() + k * n - lo;
             if (n_basis == 1) {
@@ -305,10 +323,17 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   };
 
   auto job = [&](int p) {
-    const OneMklThread serial;
     Part& me = part[p];
     sums[p].sum.assign(n_basis * (me.hi - me.lo), 0.f);
     sums[p].touched.assign(me.hi - me.lo, 0);
+    const int64_t start = me.lo % n, end = me.hi - (me.hi - 1) / n * n;
+    for (auto [bound, list] : {std::pair(start, &sums[p].enter), std::pair(end, &sums[p].leave)})
+      if (bound % n != 0)
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t* row_targets = target + j * degree;
+          list->push_back(std::lower_bound(row_targets, row_targets + out_degree[j], bound) -
+                          row_targets);
+        }
     for (std::vector<int64_t>& list : me.fired) list.reserve(me.hi - me.lo);
     for (int64_t s = 0; s < length; ++s) {
       const int side = s & 1;
@@ -405,7 +430,6 @@ std::tuple<at::Tensor, at::Tensor> activation_block(
   Team& team = Team::instance();
 
   auto job = [&](int p) {
-    const OneMklThread serial;
     Part& me = part[p];
     for (int64_t s = 0; s < length; ++s) {
       const float* now = state[s & 1];

@@ -19,6 +19,12 @@ from spikefit.checks import InputError, in_range
 from spikefit.models.links import Link, Logistic
 
 
+def below_one(probability: torch.Tensor) -> torch.Tensor:
+    """``probability`` clamped to 1 - ε of its float type, so that log(1 - p) and p / (1 - p)
+    stay finite."""
+    return probability.clamp(max=1 - torch.finfo(probability.dtype).eps)
+
+
 def at_spikes(spikes: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The nonzero spike counts of ``spikes`` [S, N] (dense, or sparse COO to skip the search
     for them) and the entries of ``values`` [S, N] at the same places."""
@@ -126,8 +132,7 @@ class Bernoulli(Emission):
         one (the logistic link's needs no rounding of p)."""
         if isinstance(self.inverse_link, Logistic):
             return self.inverse_link.hazard(model, input)
-        rates = self.rates(model, input)
-        return -torch.log1p(-rates.clamp(max=1 - torch.finfo(rates.dtype).eps))
+        return -torch.log1p(-below_one(self.rates(model, input)))
 
     def odds(self, model, input: torch.Tensor) -> torch.Tensor:
         """Odds p / (1 - p) of firing in a step, what time rescaling spends: the logistic
@@ -136,16 +141,14 @@ class Bernoulli(Emission):
             odds = self.inverse_link.odds(model, input)
             if odds is not None:
                 return odds
-        rates = self.rates(model, input)
-        rates = rates.clamp(max=1 - torch.finfo(rates.dtype).eps)
+        rates = below_one(self.rates(model, input))
         return rates / (1 - rates)
 
     def link(self, model, input: torch.Tensor) -> torch.Tensor:
         return self.hazard(model, input)
 
     def log_likelihood(self, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-        most = 1 - torch.finfo(rate.dtype).eps
-        return self.log_likelihood_of_link(spikes, -torch.log1p(-rate.clamp(max=most)))
+        return self.log_likelihood_of_link(spikes, -torch.log1p(-below_one(rate)))
 
     def log_likelihood_of_link(self, spikes: torch.Tensor, link: torch.Tensor) -> torch.Tensor:
         _, fired = at_spikes(spikes, link)

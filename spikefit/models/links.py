@@ -39,8 +39,8 @@ class Logistic(Link):
             return torch.nn.functional.softplus(input - model.theta)
         return torch.log1p(-self(model, input)).neg_()
 
-    def odds(self, model, input: torch.Tensor) -> torch.Tensor:
-        r"""Odds :math:`p / (1 - p)` of firing in a step, for Δt = 1 ms: :math:`e^{g - 	heta}`,
+    def odds(self, model, input: torch.Tensor) -> torch.Tensor | None:
+        r"""Odds :math:`p / (1 - p)` of firing in a step, for Δt = 1 ms: :math:`e^{g - \theta}`,
         its exponent clamped to ±:data:`ODDS_EXPONENT` (where it stays a normal float32:
         the probabilities it leaves out are below 10⁻³⁷); ``None`` for other Δt."""
         if float(model.dt) != 1.0:

@@ -119,7 +119,8 @@ std::tuple<at::Tensor, at::Tensor> history_block(
   const int64_t width = future.size(1), trials = width / n, support = coupling.size(0);
   const int64_t window = ref.size(0), ref_columns = ref.size(1), ref_stride = ref_columns > 1;
   const bool counting = draw == kRescaledCounts, rescaled = draw == kRescaled || counting;
-  TORCH_CHECK(trials * n == width && width <= std::numeric_limits<int>::max() && weights.numel() == n * degree * n_basis &&
+  TORCH_CHECK(trials * n == width && width <= std::numeric_limits<int>::max() &&
+              weights.numel() == n * degree * n_basis &&
               future.size(0) >= length + std::max(support, window) && latest.numel() == width);
   TORCH_CHECK(!rescaled || (remaining.numel() == width && pools.size(0) == trials &&
                             pools.size(1) >= n && positions.numel() == trials &&
@@ -326,14 +327,17 @@ std::tuple<at::Tensor, at::Tensor> history_block(
     Part& me = part[p];
     sums[p].sum.assign(n_basis * (me.hi - me.lo), 0.f);
     sums[p].touched.assign(me.hi - me.lo, 0);
-    const int64_t start = me.lo % n, end = me.hi - (me.hi - 1) / n * n;
-    for (auto [bound, list] : {std::pair(start, &sums[p].enter), std::pair(end, &sums[p].leave)})
-      if (bound % n != 0)
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t* row_targets = target + j * degree;
-          list->push_back(std::lower_bound(row_targets, row_targets + out_degree[j], bound) -
-                          row_targets);
-        }
+    // the first target of every neuron at or past `bound` (none needed at a trial's bounds)
+    auto passing = [&](int64_t bound) {
+      std::vector<int64_t> first(bound % n == 0 ? 0 : n);
+      for (size_t j = 0; j < first.size(); ++j) {
+        const int64_t* row_targets = target + j * degree;
+        first[j] = std::lower_bound(row_targets, row_targets + out_degree[j], bound) - row_targets;
+      }
+      return first;
+    };
+    sums[p].enter = passing(me.lo % n);
+    sums[p].leave = passing(me.hi - (me.hi - 1) / n * n);
     for (std::vector<int64_t>& list : me.fired) list.reserve(me.hi - me.lo);
     for (int64_t s = 0; s < length; ++s) {
       const int side = s & 1;
